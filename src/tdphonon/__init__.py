@@ -1,0 +1,3 @@
+"""tdphonon: temperature-dependent phonons with machine-learned potentials."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Figures: band structures at several temperatures, SSCHA convergence."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine  # noqa: E402
+from pymatgen.phonon.plotter import PhononBSPlotter  # noqa: E402
+
+
+def plot_band_structures(
+    band_structures: Mapping[str, PhononBandStructureSymmLine],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Overlay band structures (e.g. harmonic and several temperatures) on one path.
+
+    Parameters
+    ----------
+    band_structures : mapping of label to band structure
+        All on the same q-path; the first is drawn in black (harmonic by convention).
+    path : str or Path
+        Output image file.
+    title : str
+        Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.cm.plasma([0.1 + 0.75 * i / max(1, len(band_structures) - 2) for i in range(len(band_structures))])
+    ticks = None
+    for index, (label, bands) in enumerate(band_structures.items()):
+        data = PhononBSPlotter(bands).bs_plot_data()
+        color = "black" if index == 0 else colors[index - 1]
+        style = "--" if index == 0 else "-"
+        for segment, (distances, frequencies) in enumerate(
+            zip(data["distances"], data["frequency"], strict=True)
+        ):
+            for band in frequencies:
+                ax.plot(
+                    distances,
+                    band,
+                    style,
+                    color=color,
+                    lw=1.0,
+                    label=label if segment == 0 and band is frequencies[0] else None,
+                )
+        ticks = data["ticks"]
+    if ticks is not None:
+        labels = [r"$\Gamma$" if t in ("GAMMA", "Γ", r"\Gamma") else t for t in ticks["label"]]
+        ax.set_xticks(ticks["distance"], labels)
+        for x in ticks["distance"]:
+            ax.axvline(x, color="grey", lw=0.5)
+        ax.set_xlim(ticks["distance"][0], ticks["distance"][-1])
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel("Frequency (THz)")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def plot_convergence(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | Path,
+    tolerance: float | None = None,
+) -> Path:
+    """SSCHA convergence: frequency change and statistical error per iteration.
+
+    Parameters
+    ----------
+    histories : mapping of label to list of iteration records (dicts)
+        Each record has ``frequency_change``, ``frequency_error`` and
+        ``n_force_evaluations``.
+    path : str or Path
+        Output image file.
+    tolerance : float, optional
+        Frequency tolerance (THz) drawn as a reference line.
+    """
+    fig, (ax_change, ax_cost) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, history in histories.items():
+        iterations = [record["iteration"] for record in history]
+        line = ax_change.semilogy(
+            iterations, [record["frequency_change"] for record in history], "o-", label=f"{label} change"
+        )[0]
+        ax_change.semilogy(
+            iterations,
+            [record["frequency_error"] for record in history],
+            "s--",
+            color=line.get_color(),
+            label=f"{label} error",
+        )
+        ax_cost.plot(
+            iterations, [record["n_force_evaluations"] for record in history], "o-", label=label
+        )
+    if tolerance:
+        ax_change.axhline(tolerance, color="grey", lw=0.8, ls=":")
+    ax_change.set_xlabel("Iteration")
+    ax_change.set_ylabel("RMS frequency change / error (THz)")
+    ax_change.legend(fontsize=7)
+    ax_cost.set_xlabel("Iteration")
+    ax_cost.set_ylabel("Force evaluations (cumulative)")
+    ax_cost.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

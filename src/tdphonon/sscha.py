@@ -1,0 +1,574 @@
+"""Stochastic self-consistent harmonic approximation (SSCHA).
+
+One temperature, one supercell, any force calculator. Each iteration
+
+1. builds the thermal distribution of the current force constants
+   (:class:`~tdphonon.sampling.ThermalDistribution`);
+2. reweights the snapshots already computed to that distribution (importance
+   sampling) and keeps the populations whose Kong-Liu effective sample size is
+   still large enough; only when the kept snapshots carry too little information
+   are fresh antithetic snapshots drawn and their forces evaluated;
+3. fits effective force constants to all kept snapshots with their weights
+   (:class:`~tdphonon.fitting.ForceConstantFitter`) and estimates the statistical
+   error of the frequencies by bootstrap over snapshot pairs;
+4. is converged when the frequencies of the fit differ from those of the current
+   force constants (self-consistency) by less than a quarter of the tolerance and
+   their statistical error is below the tolerance; if the statistical error is the obstacle,
+   the sample size grows as (error / target)^2. Otherwise the force constants are
+   mixed linearly and the loop continues.
+
+Frequencies are those of all q-points commensurate with the supercell, i.e. the
+supercell dynamical matrix at Gamma without rigid translations. The SSCHA free
+energy per atom is :math:`F = E_0/N + F_h[\\Phi]/n_p + \\langle V - E_0 - u^T\\Phi u/2
+\\rangle_\\Phi / N`, with the harmonic part on a q-point mesh (phonopy) and the
+average over reweighted snapshots, with its standard error.
+
+Units: eV, Å, amu, THz, K (phonopy units).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from ase import Atoms
+from numpy.typing import NDArray
+from phonopy import Phonopy
+from phonopy.physical_units import get_physical_units
+
+from tdphonon.fitting import ForceConstantFitter
+from tdphonon.sampling import Statistics, ThermalDistribution, translation_complement
+
+
+class ForceEvaluator(Protocol):
+    """What the SSCHA needs from a calculator (see :mod:`tdphonon.potentials`)."""
+
+    def compute(
+        self, structures: Sequence[Atoms], progress: bool = False
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return energies (n,) in eV and forces (n, N, 3) in eV/Å."""
+
+
+@dataclass
+class SSCHASettings:
+    """Numerical settings of an SSCHA run.
+
+    Parameters
+    ----------
+    statistics : {"quantum", "classical"}
+        Bose-Einstein statistics with zero-point motion, or classical.
+    frequency_tolerance : float
+        Target accuracy (THz, root mean square over commensurate modes) of the
+        renormalised frequencies: the bootstrap statistical error must fall below
+        it and the self-consistency residual below a quarter of it.
+    initial_snapshots : int
+        Snapshots (even: antithetic pairs) of the first population.
+    max_snapshots : int
+        Upper bound of the sample size the adaptive scheme may ask for.
+    max_iterations : int
+        Iterations (reweighting-only iterations included) before giving up.
+    max_force_evaluations : int
+        Upper bound on force evaluations spent at this temperature.
+    mixing : float
+        Fraction of the fitted force constants mixed into the current ones.
+    min_ess_fraction : float
+        A population is reused while its Kong-Liu effective sample size divided by
+        its size stays above this; new snapshots are drawn when the kept
+        effective sample size falls below this fraction of the target size.
+    n_bootstrap : int
+        Bootstrap resamples for the statistical error.
+    min_frequency : float
+        Modes are sampled with at least this frequency (THz); imaginary modes with
+        their absolute frequency.
+    free_energy_mesh : float
+        Length-based q-point mesh density for the harmonic free energy (phonopy).
+    seed : int
+        Seed; results are deterministic for a given seed.
+    """
+
+    statistics: Statistics = "quantum"
+    frequency_tolerance: float = 0.05
+    initial_snapshots: int = 16
+    max_snapshots: int = 1024
+    max_iterations: int = 60
+    max_force_evaluations: int = 20000
+    mixing: float = 0.5
+    min_ess_fraction: float = 0.5
+    n_bootstrap: int = 16
+    min_frequency: float = 0.3
+    free_energy_mesh: float = 50.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.statistics not in ("quantum", "classical"):
+            raise ValueError(f"statistics must be 'quantum' or 'classical', not {self.statistics!r}")
+        if self.initial_snapshots < 2 or self.initial_snapshots % 2:
+            raise ValueError("initial_snapshots must be an even number >= 2 (antithetic pairs)")
+        if not 0 < self.mixing <= 1:
+            raise ValueError("mixing must be in (0, 1]")
+        if not 0 < self.min_ess_fraction < 1:
+            raise ValueError("min_ess_fraction must be in (0, 1)")
+        if self.frequency_tolerance <= 0:
+            raise ValueError("frequency_tolerance must be positive (THz)")
+
+
+@dataclass
+class Population:
+    """Snapshots drawn from one thermal distribution, with their forces and energies.
+
+    Parameters
+    ----------
+    displacements : ndarray, shape (n, N, 3)
+        Å, antithetic pairs (2k, 2k+1).
+    forces : ndarray, shape (n, N, 3)
+        Forces in eV/Å (raw, reference forces not subtracted).
+    energies : ndarray, shape (n,)
+        Supercell energies in eV.
+    sampling_force_constants : ndarray, shape (N, N, 3, 3)
+        Force constants whose distribution generated the snapshots, eV/Å².
+    index : int
+        Running number of the population at this temperature (its random stream).
+    """
+
+    displacements: NDArray[np.float64]
+    forces: NDArray[np.float64]
+    energies: NDArray[np.float64]
+    sampling_force_constants: NDArray[np.float64]
+    index: int
+
+    def __len__(self) -> int:
+        return len(self.displacements)
+
+
+@dataclass
+class IterationRecord:
+    """Diagnostics of one SSCHA iteration (frequencies in THz)."""
+
+    iteration: int
+    n_new_snapshots: int
+    n_force_evaluations: int
+    n_active_snapshots: int
+    effective_sample_size: float
+    frequency_change: float
+    max_frequency_change: float
+    frequency_error: float
+    min_frequency: float
+    converged: bool
+
+
+@dataclass
+class SSCHAState:
+    """Everything needed to continue an SSCHA run (and nothing derivable).
+
+    Parameters
+    ----------
+    force_constants : ndarray, shape (N, N, 3, 3)
+        Current force constants, eV/Å².
+    populations : list of Population
+        Populations still in use.
+    n_target_snapshots : int
+        Current target sample size.
+    n_populations_drawn : int
+        Populations drawn so far (next random stream).
+    history : list of IterationRecord
+        Diagnostics so far.
+    fitted_force_constants : ndarray or None
+        Last fit (the result when converged).
+    frequency_errors : ndarray or None
+        Bootstrap standard errors of the last fit's frequencies (THz).
+    """
+
+    force_constants: NDArray[np.float64]
+    populations: list[Population] = field(default_factory=list)
+    n_target_snapshots: int = 0
+    n_populations_drawn: int = 0
+    history: list[IterationRecord] = field(default_factory=list)
+    fitted_force_constants: NDArray[np.float64] | None = None
+    frequency_errors: NDArray[np.float64] | None = None
+
+    @property
+    def converged(self) -> bool:
+        """Whether the last iteration met the convergence criterion."""
+        return bool(self.history) and self.history[-1].converged
+
+    @property
+    def n_force_evaluations(self) -> int:
+        """Force evaluations spent so far (snapshots only)."""
+        return self.history[-1].n_force_evaluations if self.history else 0
+
+
+@dataclass
+class SSCHAResult:
+    """Outcome of an SSCHA run at one temperature.
+
+    ``force_constants`` are full supercell force constants (eV/Å²);
+    ``frequencies`` and ``frequency_errors`` are at the commensurate q-points (THz);
+    ``free_energy`` and its error are in eV/atom (``None`` when the force constants
+    have imaginary modes, in which case ``free_energy_note`` says so).
+    """
+
+    temperature: float
+    settings: SSCHASettings
+    force_constants: NDArray[np.float64]
+    converged: bool
+    message: str
+    n_force_evaluations: int
+    n_iterations: int
+    frequencies: NDArray[np.float64]
+    frequency_errors: NDArray[np.float64]
+    free_energy: float | None
+    free_energy_error: float | None
+    free_energy_note: str
+    history: list[IterationRecord]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready scalars of the result."""
+        return {
+            "temperature": self.temperature,
+            "converged": self.converged,
+            "message": self.message,
+            "n_force_evaluations": self.n_force_evaluations,
+            "n_iterations": self.n_iterations,
+            "free_energy": self.free_energy,
+            "free_energy_error": self.free_energy_error,
+            "min_frequency": float(self.frequencies.min()),
+            "frequency_error": float(np.sqrt(np.mean(self.frequency_errors**2))),
+        }
+
+
+def supercell_atoms(phonon: Phonopy, displacements: NDArray[np.float64] | None = None) -> list[Atoms]:
+    """ASE supercells of ``phonon``, displaced by each of ``displacements`` (Å)."""
+    supercell = phonon.supercell
+    base = Atoms(
+        symbols=supercell.symbols, cell=supercell.cell, positions=supercell.positions, pbc=True
+    )
+    if displacements is None:
+        return [base]
+    structures = []
+    for displacement in displacements:
+        atoms = base.copy()
+        atoms.positions = supercell.positions + displacement
+        structures.append(atoms)
+    return structures
+
+
+def _effective_sample_size(weights: NDArray[np.float64]) -> float:
+    """Kong-Liu effective sample size (sum w)^2 / sum w^2."""
+    return float(weights.sum() ** 2 / np.sum(weights**2))
+
+
+class SSCHA:
+    """SSCHA iterations of one supercell at one temperature.
+
+    Parameters
+    ----------
+    phonon : Phonopy
+        Unit cell, supercell and primitive matrices of the crystal. Its force
+        constants (full) are the starting point unless ``state`` is given.
+    calculator : ForceEvaluator
+        Energies and forces of supercells (e.g. :func:`tdphonon.potentials.get_calculator`).
+    temperature : float
+        Temperature in K.
+    settings : SSCHASettings, optional
+        Numerical settings.
+    reference : tuple of (float, ndarray), optional
+        Energy (eV) and forces (N, 3; eV/Å) of the undisplaced supercell; evaluated
+        (one force evaluation) when omitted.
+    state : SSCHAState, optional
+        Continue from this state (e.g. the previous job's), instead of starting
+        from ``phonon.force_constants``.
+    fitter : ForceConstantFitter, optional
+        Reuse a fitter (its symmetry basis) built for the same supercell.
+    """
+
+    def __init__(
+        self,
+        phonon: Phonopy,
+        calculator: ForceEvaluator,
+        temperature: float,
+        settings: SSCHASettings | None = None,
+        reference: tuple[float, NDArray[np.float64]] | None = None,
+        state: SSCHAState | None = None,
+        fitter: ForceConstantFitter | None = None,
+    ) -> None:
+        self.phonon = phonon
+        self.calculator = calculator
+        self.temperature = float(temperature)
+        self.settings = settings or SSCHASettings()
+        if self.settings.statistics == "classical" and self.temperature <= 0:
+            raise ValueError("classical SSCHA needs a temperature above 0 K")
+        self.masses = np.asarray(phonon.supercell.masses, dtype=float)
+        self.n_atoms = len(self.masses)
+        self._complement = translation_complement(self.masses)
+        self.fitter = fitter or ForceConstantFitter(phonon.supercell)
+        self.n_reference_evaluations = 0
+        if reference is None:
+            energies, forces = calculator.compute(supercell_atoms(phonon))
+            reference = (float(energies[0]), forces[0])
+            self.n_reference_evaluations = 1
+        self.reference_energy, self.reference_forces = reference
+        if state is None:
+            if phonon.force_constants is None:
+                raise ValueError("phonon has no force constants to start the SSCHA from")
+            force_constants = np.asarray(phonon.force_constants, dtype=float)
+            if force_constants.shape != (self.n_atoms, self.n_atoms, 3, 3):
+                raise ValueError("starting force constants must be full supercell force constants")
+            state = SSCHAState(
+                force_constants=force_constants.copy(),
+                n_target_snapshots=self.settings.initial_snapshots,
+            )
+        self.state = state
+        self._distributions: dict[int, ThermalDistribution] = {}
+
+    # -- distributions -----------------------------------------------------------------
+    def distribution(self, force_constants: NDArray[np.float64]) -> ThermalDistribution:
+        """Thermal distribution of ``force_constants`` at this temperature."""
+        return ThermalDistribution.from_force_constants(
+            force_constants,
+            self.masses,
+            self.temperature,
+            self.settings.statistics,
+            self.settings.min_frequency,
+            self._complement,
+        )
+
+    def _population_distribution(self, population: Population) -> ThermalDistribution:
+        if population.index not in self._distributions:
+            self._distributions[population.index] = self.distribution(
+                population.sampling_force_constants
+            )
+        return self._distributions[population.index]
+
+    def frequencies(self, force_constants: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Frequencies (THz) at the commensurate q-points, ascending."""
+        return self.distribution(force_constants).modes.frequencies
+
+    # -- sampling ----------------------------------------------------------------------
+    def draw_population(
+        self, force_constants: NDArray[np.float64], n_snapshots: int, progress: bool = False
+    ) -> Population:
+        """Draw ``n_snapshots`` (rounded up to pairs) snapshots and evaluate them."""
+        n_pairs = (n_snapshots + 1) // 2
+        index = self.state.n_populations_drawn
+        rng = np.random.default_rng(
+            [self.settings.seed, round(self.temperature * 1000), index]
+        )
+        distribution = self.distribution(force_constants)
+        displacements = distribution.sample(n_pairs, rng)
+        energies, forces = self.calculator.compute(
+            supercell_atoms(self.phonon, displacements), progress=progress
+        )
+        self.state.n_populations_drawn += 1
+        self._distributions[index] = distribution
+        return Population(displacements, forces, energies, force_constants.copy(), index)
+
+    def weights(self, force_constants: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+        """Importance weights of each population for the distribution of ``force_constants``.
+
+        Weights are normalised so that they sum to the population's effective
+        sample size; antithetic partners always share a weight.
+        """
+        target = self.distribution(force_constants)
+        all_weights = []
+        for population in self.state.populations:
+            log_w = target.log_density(population.displacements) - self._population_distribution(
+                population
+            ).log_density(population.displacements)
+            w = np.exp(log_w - log_w.max())
+            all_weights.append(w * _effective_sample_size(w) / w.sum())
+        return all_weights
+
+    # -- fitting -----------------------------------------------------------------------
+    def _fit(
+        self, weights: list[NDArray[np.float64]], counts: list[NDArray[np.float64]] | None = None
+    ) -> NDArray[np.float64]:
+        displacements = np.concatenate([p.displacements for p in self.state.populations])
+        forces = np.concatenate(
+            [p.forces - self.reference_forces for p in self.state.populations]
+        )
+        w = np.concatenate(weights)
+        if counts is not None:
+            w = w * np.concatenate(counts)
+        return self.fitter.fit(displacements, forces, w)
+
+    def _bootstrap_errors(self, weights: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+        rng = np.random.default_rng([self.settings.seed, 7919, len(self.state.history)])
+        samples = []
+        for _ in range(self.settings.n_bootstrap):
+            counts = []
+            for population in self.state.populations:
+                n_pairs = len(population) // 2
+                pair_counts = rng.multinomial(n_pairs, np.full(n_pairs, 1.0 / n_pairs))
+                counts.append(np.repeat(pair_counts, 2).astype(float))
+            samples.append(self.frequencies(self._fit(weights, counts)))
+        return np.std(samples, axis=0, ddof=1)
+
+    # -- iteration ---------------------------------------------------------------------
+    def step(self, progress: bool = False) -> IterationRecord:
+        """Do one SSCHA iteration and return its diagnostics."""
+        settings, state = self.settings, self.state
+        current = state.force_constants
+        weights = self.weights(current)
+        kept = [
+            (p, w)
+            for p, w in zip(state.populations, weights, strict=True)
+            if w.sum() >= settings.min_ess_fraction * len(p)
+        ]
+        state.populations = [p for p, _ in kept]
+        weights = [w for _, w in kept]
+        active_ess = float(sum(w.sum() for w in weights))
+        n_new = 0
+        if active_ess < settings.min_ess_fraction * state.n_target_snapshots:
+            n_new = max(state.n_target_snapshots - round(active_ess), settings.initial_snapshots)
+            n_new += n_new % 2
+            state.populations.append(self.draw_population(current, n_new, progress))
+            weights.append(np.ones(n_new))
+            active_ess += n_new
+        fitted = self._fit(weights)
+        errors = self._bootstrap_errors(weights)
+        new_frequencies = self.frequencies(fitted)
+        change = new_frequencies - self.frequencies(current)
+        rms_change = float(np.sqrt(np.mean(change**2)))
+        rms_error = float(np.sqrt(np.mean(errors**2)))
+        tolerance = settings.frequency_tolerance
+        # Reweighting iterations cost no force evaluation, so self-consistency is driven
+        # well below the statistical target: it adds no bias to the result.
+        converged = bool(rms_change <= 0.25 * tolerance and rms_error <= tolerance)
+
+        previous = state.n_force_evaluations
+        record = IterationRecord(
+            iteration=len(state.history) + 1,
+            n_new_snapshots=n_new,
+            n_force_evaluations=previous + n_new,
+            n_active_snapshots=sum(len(p) for p in state.populations),
+            effective_sample_size=active_ess,
+            frequency_change=rms_change,
+            max_frequency_change=float(np.abs(change).max()),
+            frequency_error=rms_error,
+            min_frequency=float(new_frequencies.min()),
+            converged=converged,
+        )
+        state.history.append(record)
+        state.fitted_force_constants = fitted
+        state.frequency_errors = errors
+        if converged:
+            state.force_constants = fitted
+            return record
+        if rms_error > tolerance:
+            # The statistical error scales as 1/sqrt(n): aim at 80 % of the tolerance.
+            wanted = int(np.ceil(active_ess * (rms_error / (0.8 * tolerance)) ** 2))
+            wanted += wanted % 2
+            state.n_target_snapshots = min(
+                max(wanted, state.n_target_snapshots), settings.max_snapshots
+            )
+        state.force_constants = (1 - settings.mixing) * current + settings.mixing * fitted
+        return record
+
+    def stop_reason(self) -> str | None:
+        """Why the run must stop now, or None to go on."""
+        state, settings = self.state, self.settings
+        if state.converged:
+            return "converged"
+        if len(state.history) >= settings.max_iterations:
+            return f"not converged after {settings.max_iterations} iterations"
+        if state.n_force_evaluations >= settings.max_force_evaluations:
+            return f"not converged within {settings.max_force_evaluations} force evaluations"
+        return None
+
+    def run(
+        self,
+        progress: bool = False,
+        callback: Callable[[IterationRecord, SSCHA], None] | None = None,
+    ) -> SSCHAResult:
+        """Iterate until converged or a limit is reached, then return the result."""
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=self.settings.max_iterations,
+                desc=f"SSCHA {self.temperature:g} K",
+                unit="it",
+                leave=False,
+            )
+        while self.stop_reason() is None:
+            record = self.step()
+            if callback is not None:
+                callback(record, self)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    dw=f"{record.frequency_change:.3f}",
+                    err=f"{record.frequency_error:.3f}",
+                    nfe=record.n_force_evaluations,
+                )
+        if bar is not None:
+            bar.close()
+        return self.result()
+
+    # -- result ------------------------------------------------------------------------
+    def free_energy(
+        self, force_constants: NDArray[np.float64]
+    ) -> tuple[float | None, float | None, str]:
+        """SSCHA free energy (eV/atom) of ``force_constants`` with its standard error.
+
+        Returns ``(None, None, reason)`` when the force constants have imaginary modes
+        or no snapshots are available.
+        """
+        if self.frequencies(force_constants).min() < -1e-3:
+            return None, None, "undefined: the force constants have imaginary modes"
+        weights = self.weights(force_constants)
+        if not weights:
+            return None, None, "undefined: no snapshots"
+        w = np.concatenate(weights)
+        displacements = np.concatenate([p.displacements for p in self.state.populations])
+        energies = np.concatenate([p.energies for p in self.state.populations])
+        harmonic_energy = 0.5 * np.einsum(
+            "nia,ijab,njb->n", displacements, force_constants, displacements
+        )
+        anharmonic = (energies - self.reference_energy - harmonic_energy) / self.n_atoms
+        mean = float(np.sum(w * anharmonic) / w.sum())
+        error = float(np.sqrt(np.sum(w**2 * (anharmonic - mean) ** 2)) / w.sum())
+
+        phonon = self.phonon
+        stored = phonon.force_constants
+        phonon.force_constants = force_constants
+        phonon.run_mesh(self.settings.free_energy_mesh)
+        phonon.run_thermal_properties(
+            temperatures=[self.temperature],
+            classical=self.settings.statistics == "classical",
+            exclude_gamma_acoustic=True,
+        )
+        harmonic = float(phonon.thermal_properties.free_energy[0])
+        phonon.force_constants = stored
+        harmonic_per_atom = harmonic / get_physical_units().EvTokJmol / len(phonon.primitive)
+        free_energy = self.reference_energy / self.n_atoms + harmonic_per_atom + mean
+        return free_energy, error, "ok"
+
+    def result(self) -> SSCHAResult:
+        """Result of the iterations done so far."""
+        state = self.state
+        if not state.history:
+            raise RuntimeError("no SSCHA iteration has been done")
+        final = state.fitted_force_constants if state.converged else state.force_constants
+        assert final is not None
+        free_energy, free_energy_error, note = self.free_energy(final)
+        reason = self.stop_reason() or "stopped before convergence"
+        return SSCHAResult(
+            temperature=self.temperature,
+            settings=dataclasses.replace(self.settings),
+            force_constants=final,
+            converged=state.converged,
+            message=reason,
+            n_force_evaluations=state.n_force_evaluations + self.n_reference_evaluations,
+            n_iterations=len(state.history),
+            frequencies=self.frequencies(final),
+            frequency_errors=state.frequency_errors,
+            free_energy=free_energy,
+            free_energy_error=free_energy_error,
+            free_energy_note=note,
+            history=list(state.history),
+        )

@@ -1,0 +1,135 @@
+"""Reading and checking input crystals; choosing supercells.
+
+Every check raises :class:`StructureError` with a one-line message naming the
+problem, so command-line users never see a traceback from deep inside a library.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from phonopy import Phonopy
+from pymatgen.core import Structure
+from pymatgen.io.phonopy import get_phonopy_structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from pymatgen.transformations.advanced_transformations import CubicSupercellTransformation
+
+
+class StructureError(ValueError):
+    """The input structure cannot be used (unreadable, non-periodic, disordered...)."""
+
+
+def read_structure(path: str | os.PathLike) -> Structure:
+    """Read a periodic crystal from CIF, POSCAR, pymatgen JSON or any format ASE reads."""
+    path = Path(path)
+    if not path.is_file():
+        raise StructureError(f"structure file not found: {path}")
+    try:
+        return Structure.from_file(path)
+    except Exception as pmg_error:  # noqa: BLE001 - fall back to ASE's readers
+        try:
+            from ase.io import read
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            atoms = read(path)
+        except Exception:  # noqa: BLE001
+            raise StructureError(f"cannot read a structure from {path}: {pmg_error}") from None
+        if not all(atoms.pbc) or atoms.cell.rank < 3:
+            raise StructureError(
+                f"{path} holds a non-periodic structure (a crystal with a 3D cell is needed)"
+            ) from None
+        return AseAtomsAdaptor.get_structure(atoms)
+
+
+def check_structure(structure: Structure) -> None:
+    """Raise :class:`StructureError` unless ``structure`` is an ordered 3D crystal."""
+    if not isinstance(structure, Structure):
+        raise StructureError(
+            f"expected a periodic pymatgen Structure, got {type(structure).__name__}"
+        )
+    if not structure.is_ordered:
+        raise StructureError(
+            f"{structure.formula} is disordered (partial occupancies); phonons need an "
+            "ordered structure: order it first (e.g. an SQS or pymatgen's "
+            "OrderDisorderedStructureTransformation)"
+        )
+    if abs(structure.volume) < 1e-3 or not np.isfinite(structure.lattice.matrix).all():
+        raise StructureError(f"{structure.formula} has a degenerate lattice")
+    if len(structure) > 1:
+        distances = structure.distance_matrix[np.triu_indices(len(structure), 1)]
+        if distances.min() < 0.5:
+            raise StructureError(
+                f"{structure.formula} has atoms closer than 0.5 Å ({distances.min():.3f} Å)"
+            )
+
+
+def standard_primitive(structure: Structure, symprec: float = 1e-3) -> Structure:
+    """The standard primitive cell (Setyawan-Curtarolo), whose band path is well defined."""
+    check_structure(structure)
+    return SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
+
+
+def choose_supercell_matrix(
+    structure: Structure, min_length: float = 10.0, max_atoms: int = 600
+) -> NDArray[np.int_]:
+    """A near-cubic supercell whose periodic images are at least ``min_length`` Å apart.
+
+    Parameters
+    ----------
+    structure : Structure
+        The cell the matrix applies to.
+    min_length : float
+        Minimum distance between periodic images of an atom, Å.
+    max_atoms : int
+        Largest acceptable supercell.
+    """
+    try:
+        transformation = CubicSupercellTransformation(
+            min_length=min_length,
+            max_length=max(3 * min_length, 30.0),
+            max_atoms=max_atoms,
+            force_diagonal=False,
+            allow_orthorhombic=True,
+        )
+        transformation.apply_transformation(structure)
+        return np.asarray(transformation.transformation_matrix, dtype=int)
+    except Exception:  # noqa: BLE001 - fall back to a diagonal supercell
+        widths = structure.volume / np.linalg.norm(
+            np.cross(np.roll(structure.lattice.matrix, -1, 0), np.roll(structure.lattice.matrix, -2, 0)),
+            axis=1,
+        )
+        matrix = np.diag(np.ceil(min_length / widths).astype(int))
+        if round(abs(np.linalg.det(matrix))) * len(structure) > max_atoms:
+            raise StructureError(
+                f"a supercell of {structure.formula} with images {min_length} Å apart "
+                f"exceeds {max_atoms} atoms"
+            ) from None
+        return matrix
+
+
+def minimum_image_distance(phonon: Phonopy) -> float:
+    """Shortest lattice vector of the supercell, Å."""
+    cell = phonon.supercell.cell
+    shifts = np.array(np.meshgrid(*[[-1, 0, 1]] * 3)).T.reshape(-1, 3)
+    shifts = shifts[np.any(shifts != 0, axis=1)]
+    return float(np.linalg.norm(shifts @ cell, axis=1).min())
+
+
+def make_phonopy(
+    structure: Structure, supercell_matrix: NDArray[np.int_] | list, symprec: float = 1e-5
+) -> Phonopy:
+    """Phonopy object with ``structure`` as unit and primitive cell."""
+    matrix = np.asarray(supercell_matrix, dtype=int)
+    if matrix.shape == (3,):
+        matrix = np.diag(matrix)
+    if matrix.shape != (3, 3) or round(abs(np.linalg.det(matrix))) < 1:
+        raise StructureError(f"invalid supercell matrix {matrix.tolist()}")
+    return Phonopy(
+        get_phonopy_structure(structure),
+        supercell_matrix=matrix,
+        primitive_matrix=np.eye(3),
+        symprec=symprec,
+    )

@@ -1,0 +1,55 @@
+"""Shared fixtures: locations of ../shared (models, DFT data) and small crystals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+SHARED = Path(os.environ.get("TDPHONON_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+MODELS = Path(os.environ.get("TDPHONON_MODEL_DIR", SHARED / "models"))
+M3GNET_MP = MODELS / "M3GNet-MP-2021.2.8-PES"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data not found at {SHARED} (set TDPHONON_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def m3gnet_path() -> Path:
+    if not (M3GNET_MP / "model.json").is_file():
+        pytest.skip(f"M3GNet model not found at {M3GNET_MP} (set TDPHONON_MODEL_DIR)")
+    return M3GNET_MP
+
+
+@pytest.fixture(scope="session")
+def al_emt_phonon():
+    """fcc Al (EMT) with harmonic force constants in a 32-atom supercell."""
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    unitcell = PhonopyAtoms(
+        symbols=atoms.get_chemical_symbols(),
+        cell=atoms.cell[:],
+        scaled_positions=atoms.get_scaled_positions(),
+    )
+    phonon = Phonopy(unitcell, supercell_matrix=np.eye(3, dtype=int) * 2, primitive_matrix="F")
+    phonon.generate_displacements(distance=0.01)
+    forces = []
+    for supercell in phonon.supercells_with_displacements:
+        displaced = atoms.__class__(
+            supercell.symbols, cell=supercell.cell, positions=supercell.positions, pbc=True
+        )
+        displaced.calc = EMT()
+        forces.append(displaced.get_forces())
+    phonon.forces = np.array(forces)
+    phonon.produce_force_constants()
+    return phonon

@@ -1,0 +1,139 @@
+"""The SSCHA engine against exactly known solutions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from phonopy import Phonopy
+from phonopy.structure.atoms import PhonopyAtoms
+
+from analytic_potentials import (
+    HarmonicCalculator,
+    QuarticSpringCalculator,
+    quartic_spring_k_eff_classical,
+    quartic_spring_k_eff_quantum,
+    simple_cubic_force_constants,
+)
+from tdphonon.potentials import AseCalculator
+from tdphonon.sampling import ThermalDistribution
+from tdphonon.sscha import SSCHA, SSCHASettings, supercell_atoms
+
+LATTICE = 2.5  # Å
+K_SPRING, LAMBDA = 1.0, 2.0  # eV/Å^2, eV/Å^4
+
+
+@pytest.fixture(scope="module")
+def simple_cubic():
+    """4x4x4 simple-cubic supercell (64 atoms) with harmonic springs as start."""
+    unitcell = PhonopyAtoms(symbols=["Ar"], cell=np.eye(3) * LATTICE, scaled_positions=[[0, 0, 0]])
+    phonon = Phonopy(unitcell, supercell_matrix=np.eye(3, dtype=int) * 4, primitive_matrix="P")
+    reference = supercell_atoms(phonon)[0]
+    phonon.force_constants = simple_cubic_force_constants(reference, LATTICE, K_SPRING)
+    return phonon, reference
+
+
+@pytest.mark.parametrize(("temperature", "statistics"), [(300, "quantum"), (2000, "classical")])
+def test_harmonic_potential_returns_its_own_force_constants(
+    al_emt_phonon, temperature, statistics
+):
+    phonon = al_emt_phonon
+    reference = supercell_atoms(phonon)[0]
+    calculator = AseCalculator(HarmonicCalculator(reference, phonon.force_constants, -3.0))
+    sscha = SSCHA(phonon, calculator, temperature, SSCHASettings(statistics=statistics))
+    result = sscha.run()
+    assert result.converged
+    assert result.n_iterations == 1
+    np.testing.assert_allclose(result.force_constants, phonon.force_constants, atol=1e-6)
+    np.testing.assert_allclose(result.frequency_errors, 0, atol=1e-5)
+    # harmonic: the free energy is the harmonic free energy, exactly, plus E0 per atom
+    assert result.free_energy_error < 1e-10
+
+
+@pytest.mark.parametrize(
+    ("temperature", "statistics"), [(300, "classical"), (300, "quantum"), (50, "quantum")]
+)
+def test_quartic_springs_match_exact_scha(simple_cubic, temperature, statistics):
+    phonon, reference = simple_cubic
+    n_cells = len(reference)
+    mass = float(phonon.supercell.masses[0])
+    if statistics == "classical":
+        k_eff = quartic_spring_k_eff_classical(K_SPRING, LAMBDA, temperature, n_cells)
+    else:
+        k_eff = quartic_spring_k_eff_quantum(K_SPRING, LAMBDA, temperature, mass, 4)
+    assert k_eff > 1.05 * K_SPRING  # the anharmonic term matters at these settings
+
+    calculator = AseCalculator(QuarticSpringCalculator(reference, LATTICE, K_SPRING, LAMBDA))
+    settings = SSCHASettings(statistics=statistics, frequency_tolerance=0.02, seed=3)
+    sscha = SSCHA(phonon, calculator, temperature, settings)
+    result = sscha.run()
+    assert result.converged, result.message
+
+    exact = sscha.frequencies(simple_cubic_force_constants(reference, LATTICE, k_eff))
+    harmonic = sscha.frequencies(phonon.force_constants)
+    deviation = np.sqrt(np.mean((result.frequencies - exact) ** 2))
+    stated = np.sqrt(np.mean(result.frequency_errors**2))
+    shift = np.sqrt(np.mean((exact - harmonic) ** 2))
+    assert stated <= settings.frequency_tolerance
+    assert deviation <= 3 * stated, (deviation, stated)
+    assert deviation < 0.1 * shift  # the renormalisation itself is resolved
+    assert abs(result.force_constants[0, 0, 0, 0] / 6 - k_eff) < 0.02 * k_eff
+
+
+def test_deterministic_for_a_seed(simple_cubic):
+    phonon, reference = simple_cubic
+    results = []
+    for _ in range(2):
+        calculator = AseCalculator(QuarticSpringCalculator(reference, LATTICE, K_SPRING, LAMBDA))
+        sscha = SSCHA(phonon, calculator, 300, SSCHASettings(statistics="classical", seed=11))
+        results.append(sscha.run())
+    np.testing.assert_array_equal(results[0].force_constants, results[1].force_constants)
+    assert results[0].n_force_evaluations == results[1].n_force_evaluations
+
+
+def test_not_converged_is_reported(simple_cubic):
+    phonon, reference = simple_cubic
+    calculator = AseCalculator(QuarticSpringCalculator(reference, LATTICE, K_SPRING, LAMBDA))
+    settings = SSCHASettings(statistics="classical", max_iterations=2, frequency_tolerance=0.001)
+    result = SSCHA(phonon, calculator, 600, settings).run()
+    assert not result.converged
+    assert "not converged after 2 iterations" in result.message
+
+
+def test_antithetic_sampling_and_classical_variance(al_emt_phonon):
+    masses = al_emt_phonon.supercell.masses
+    distribution = ThermalDistribution.from_force_constants(
+        al_emt_phonon.force_constants, masses, 500, "classical"
+    )
+    displacements = distribution.sample(2000, np.random.default_rng(0))
+    np.testing.assert_allclose(displacements[0::2], -displacements[1::2])
+    # no rigid translation is sampled
+    np.testing.assert_allclose(
+        np.einsum("i,nia->na", masses, displacements), 0, atol=1e-10
+    )
+    msd = np.mean(np.sum(displacements**2, axis=2), axis=0)
+    np.testing.assert_allclose(msd, distribution.mean_square_displacements(), rtol=0.1)
+
+
+def test_quantum_variance_has_zero_point_motion(al_emt_phonon):
+    masses = al_emt_phonon.supercell.masses
+    quantum = ThermalDistribution.from_force_constants(
+        al_emt_phonon.force_constants, masses, 0.0, "quantum"
+    )
+    assert np.all(quantum.variances > 0)
+    hot_q = ThermalDistribution.from_force_constants(
+        al_emt_phonon.force_constants, masses, 5000, "quantum"
+    )
+    hot_c = ThermalDistribution.from_force_constants(
+        al_emt_phonon.force_constants, masses, 5000, "classical"
+    )
+    # high-temperature limit: quantum -> classical
+    np.testing.assert_allclose(hot_q.variances, hot_c.variances, rtol=0.01)
+
+
+def test_imaginary_modes_are_sampled_with_absolute_frequency(al_emt_phonon):
+    fc = al_emt_phonon.force_constants.copy()
+    distribution = ThermalDistribution.from_force_constants(
+        -fc, al_emt_phonon.supercell.masses, 300, "classical"
+    )
+    assert distribution.modes.frequencies.max() < 0
+    assert np.all(np.isfinite(distribution.variances)) and np.all(distribution.variances > 0)
