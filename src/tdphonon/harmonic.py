@@ -110,18 +110,17 @@ def harmonic_force_constants(
         Show a progress bar.
     """
     phonon.generate_displacements(distance=displacement, is_plusminus=True)
-    displaced = phonon.supercells_with_displacements
-    reference = supercell_atoms(phonon)
-    displacements = np.array(phonon.displacements)
-    structures = reference + [
-        reference[0].copy() for _ in range(len(displaced))
-    ]
-    for atoms, supercell in zip(structures[1:], displaced, strict=True):
-        atoms.positions = supercell.positions
+    entries = phonon.dataset["first_atoms"]
+    displacements = np.zeros((len(entries), len(phonon.supercell), 3))
+    for row, entry in zip(displacements, entries, strict=True):
+        row[entry["number"]] = entry["displacement"]
+    structures = supercell_atoms(phonon) + supercell_atoms(phonon, displacements)
     energies, forces = calculator.compute(structures, progress=progress)
     reference_forces = forces[0]
     phonon.forces = forces[1:] - reference_forces
-    phonon.produce_force_constants(fc_calculator="symfc", show_drift=False)
+    phonon.produce_force_constants(
+        fc_calculator="symfc", calculate_full_force_constants=True, show_drift=False
+    )
     return HarmonicResult(
         force_constants=np.array(phonon.force_constants),
         displacements=displacements,

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from phonopy import Phonopy
-from pymatgen.core import Structure
+from pymatgen.core import Lattice, Structure
 from pymatgen.io.phonopy import get_phonopy_structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-from pymatgen.transformations.advanced_transformations import CubicSupercellTransformation
 
 
 class StructureError(ValueError):
@@ -72,50 +71,62 @@ def standard_primitive(structure: Structure, symprec: float = 1e-3) -> Structure
     return SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
 
 
+def image_distance(lattice_matrix: NDArray[np.float64]) -> float:
+    """Shortest non-zero lattice vector (distance between periodic images), Å."""
+    reduced = Lattice(lattice_matrix).get_lll_reduced_lattice().matrix
+    shifts = np.array(np.meshgrid(*[[-1, 0, 1]] * 3)).T.reshape(-1, 3)
+    shifts = shifts[np.any(shifts != 0, axis=1)]
+    return float(np.linalg.norm(shifts @ reduced, axis=1).min())
+
+
 def choose_supercell_matrix(
     structure: Structure, min_length: float = 10.0, max_atoms: int = 600
 ) -> NDArray[np.int_]:
-    """A near-cubic supercell whose periodic images are at least ``min_length`` Å apart.
+    """The smallest near-cubic supercell whose periodic images are ``min_length`` Å apart.
+
+    Candidates are the integer matrices closest to a cube of each size (rounded
+    :math:`s L^{-1}`, Hart-Forcade style) and the diagonal supercell; the one with
+    the fewest atoms wins.
 
     Parameters
     ----------
     structure : Structure
-        The cell the matrix applies to.
+        The cell the matrix applies to (rows of the matrix multiply its lattice).
     min_length : float
         Minimum distance between periodic images of an atom, Å.
     max_atoms : int
         Largest acceptable supercell.
     """
-    try:
-        transformation = CubicSupercellTransformation(
-            min_length=min_length,
-            max_length=max(3 * min_length, 30.0),
-            max_atoms=max_atoms,
-            force_diagonal=False,
-            allow_orthorhombic=True,
+    lattice = structure.lattice.matrix
+    widths = structure.volume / np.linalg.norm(
+        np.cross(np.roll(lattice, -1, 0), np.roll(lattice, -2, 0)), axis=1
+    )
+    best = np.diag(np.ceil(min_length / widths - 1e-8).astype(int))
+    inverse = np.linalg.inv(lattice)
+    for n_cells in range(1, max_atoms // len(structure) + 1):
+        if n_cells >= round(np.linalg.det(best)):
+            break
+        matrix = np.rint((n_cells * structure.volume) ** (1 / 3) * inverse).astype(int)
+        determinant = round(np.linalg.det(matrix))
+        if determinant == 0:
+            continue
+        if determinant < 0:
+            matrix = -matrix
+        if abs(determinant) < round(np.linalg.det(best)) and (
+            image_distance(matrix @ lattice) >= min_length - 1e-6
+        ):
+            best = matrix
+    if round(np.linalg.det(best)) * len(structure) > max_atoms:
+        raise StructureError(
+            f"a supercell of {structure.composition.reduced_formula} with periodic images "
+            f"{min_length} Å apart needs more than {max_atoms} atoms"
         )
-        transformation.apply_transformation(structure)
-        return np.asarray(transformation.transformation_matrix, dtype=int)
-    except Exception:  # noqa: BLE001 - fall back to a diagonal supercell
-        widths = structure.volume / np.linalg.norm(
-            np.cross(np.roll(structure.lattice.matrix, -1, 0), np.roll(structure.lattice.matrix, -2, 0)),
-            axis=1,
-        )
-        matrix = np.diag(np.ceil(min_length / widths).astype(int))
-        if round(abs(np.linalg.det(matrix))) * len(structure) > max_atoms:
-            raise StructureError(
-                f"a supercell of {structure.formula} with images {min_length} Å apart "
-                f"exceeds {max_atoms} atoms"
-            ) from None
-        return matrix
+    return best
 
 
 def minimum_image_distance(phonon: Phonopy) -> float:
-    """Shortest lattice vector of the supercell, Å."""
-    cell = phonon.supercell.cell
-    shifts = np.array(np.meshgrid(*[[-1, 0, 1]] * 3)).T.reshape(-1, 3)
-    shifts = shifts[np.any(shifts != 0, axis=1)]
-    return float(np.linalg.norm(shifts @ cell, axis=1).min())
+    """Distance between periodic images in the supercell of ``phonon``, Å."""
+    return image_distance(phonon.supercell.cell)
 
 
 def make_phonopy(
