@@ -13,9 +13,10 @@ One temperature, one supercell, any force calculator. Each iteration
    error of the frequencies by bootstrap over snapshot pairs;
 4. is converged when the frequencies of the fit differ from those of the current
    force constants (self-consistency) by less than a quarter of the tolerance and
-   their statistical error is below the tolerance; if the statistical error is the obstacle,
-   the sample size grows as (error / target)^2. Otherwise the force constants are
-   mixed linearly and the loop continues.
+   their statistical error is below the tolerance. Otherwise the target sample
+   size grows as (error / target error)^2 -- the target error being 80 % of the
+   tolerance near self-consistency and a fraction of the frequency change far
+   from it -- and the force constants are mixed linearly for the next iteration.
 
 Frequencies are those of all q-points commensurate with the supercell, i.e. the
 supercell dynamical matrix at Gamma without rigid translations. The SSCHA free
@@ -457,9 +458,12 @@ class SSCHA:
         if converged:
             state.force_constants = fitted
             return record
-        if rms_error > tolerance:
-            # The statistical error scales as 1/sqrt(n): aim at 80 % of the tolerance.
-            wanted = int(np.ceil(active_ess * (rms_error / (0.8 * tolerance)) ** 2))
+        # The statistical error scales as 1/sqrt(n). Far from self-consistency a fit
+        # needs no more precision than a fraction of the step it takes; close to it,
+        # the error must fall to 80 % of the tolerance.
+        target_error = max(0.8 * tolerance, 0.3 * rms_change)
+        if rms_error > target_error:
+            wanted = int(np.ceil(active_ess * (rms_error / target_error) ** 2))
             wanted += wanted % 2
             state.n_target_snapshots = min(
                 max(wanted, state.n_target_snapshots), settings.max_snapshots
