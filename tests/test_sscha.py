@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from phonopy import Phonopy
-from phonopy.structure.atoms import PhonopyAtoms
-
 from analytic_potentials import (
     HarmonicCalculator,
     QuarticSpringCalculator,
@@ -14,6 +11,9 @@ from analytic_potentials import (
     quartic_spring_k_eff_quantum,
     simple_cubic_force_constants,
 )
+from phonopy import Phonopy
+from phonopy.structure.atoms import PhonopyAtoms
+
 from tdphonon.potentials import AseCalculator
 from tdphonon.sampling import ThermalDistribution
 from tdphonon.sscha import SSCHA, SSCHASettings, supercell_atoms
@@ -33,9 +33,7 @@ def simple_cubic():
 
 
 @pytest.mark.parametrize(("temperature", "statistics"), [(300, "quantum"), (2000, "classical")])
-def test_harmonic_potential_returns_its_own_force_constants(
-    al_emt_phonon, temperature, statistics
-):
+def test_harmonic_potential_returns_its_own_force_constants(al_emt_phonon, temperature, statistics):
     phonon = al_emt_phonon
     reference = supercell_atoms(phonon)[0]
     calculator = AseCalculator(HarmonicCalculator(reference, phonon.force_constants, -3.0))
@@ -107,9 +105,7 @@ def test_antithetic_sampling_and_classical_variance(al_emt_phonon):
     displacements = distribution.sample(2000, np.random.default_rng(0))
     np.testing.assert_allclose(displacements[0::2], -displacements[1::2])
     # no rigid translation is sampled
-    np.testing.assert_allclose(
-        np.einsum("i,nia->na", masses, displacements), 0, atol=1e-10
-    )
+    np.testing.assert_allclose(np.einsum("i,nia->na", masses, displacements), 0, atol=1e-10)
     msd = np.mean(np.sum(displacements**2, axis=2), axis=0)
     np.testing.assert_allclose(msd, distribution.mean_square_displacements(), rtol=0.1)
 

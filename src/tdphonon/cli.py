@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ANGSTROM",
         help="choose a near-cubic supercell whose periodic images are this far apart (default 10)",
     )
-    run.add_argument("--no-relax", action="store_true", help="keep the given geometry (e.g. DFT-relaxed)")
+    run.add_argument(
+        "--no-relax", action="store_true", help="keep the given geometry (e.g. DFT-relaxed)"
+    )
     run.add_argument(
         "--statistics",
         choices=["quantum", "classical"],

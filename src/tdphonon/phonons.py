@@ -8,6 +8,7 @@ of pymatgen applies directly. Frequencies in THz.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,10 +56,8 @@ def band_structure(
     coords = kpath.kpath["kpoints"]
     segments, labels_dict = [], {}
     for branch in kpath.kpath["path"]:
-        for start, end in zip(branch[:-1], branch[1:], strict=True):
-            segments.append(
-                np.linspace(coords[start], coords[end], points_per_segment).tolist()
-            )
+        for start, end in pairwise(branch):
+            segments.append(np.linspace(coords[start], coords[end], points_per_segment).tolist())
         for label in branch:
             labels_dict[label] = np.asarray(coords[label])
     connections = [True] * len(segments)

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine  # noqa: E402
-from pymatgen.phonon.plotter import PhononBSPlotter  # noqa: E402
+import matplotlib.pyplot as plt
+from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
+from pymatgen.phonon.plotter import PhononBSPlotter
 
 
 def plot_band_structures(
@@ -30,7 +30,9 @@ def plot_band_structures(
         Figure title.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.cm.plasma([0.1 + 0.75 * i / max(1, len(band_structures) - 2) for i in range(len(band_structures))])
+    colors = plt.cm.plasma(
+        [0.1 + 0.75 * i / max(1, len(band_structures) - 2) for i in range(len(band_structures))]
+    )
     ticks = None
     for index, (label, bands) in enumerate(band_structures.items()):
         data = PhononBSPlotter(bands).bs_plot_data()
@@ -87,7 +89,10 @@ def plot_convergence(
     for label, history in histories.items():
         iterations = [record["iteration"] for record in history]
         line = ax_change.semilogy(
-            iterations, [record["frequency_change"] for record in history], "o-", label=f"{label} change"
+            iterations,
+            [record["frequency_change"] for record in history],
+            "o-",
+            label=f"{label} change",
         )[0]
         ax_change.semilogy(
             iterations,

@@ -105,7 +105,9 @@ class SSCHASettings:
 
     def __post_init__(self) -> None:
         if self.statistics not in ("quantum", "classical"):
-            raise ValueError(f"statistics must be 'quantum' or 'classical', not {self.statistics!r}")
+            raise ValueError(
+                f"statistics must be 'quantum' or 'classical', not {self.statistics!r}"
+            )
         if self.initial_snapshots < 2 or self.initial_snapshots % 2:
             raise ValueError("initial_snapshots must be an even number >= 2 (antithetic pairs)")
         if not 0 < self.mixing <= 1:
@@ -240,7 +242,9 @@ class SSCHAResult:
         }
 
 
-def supercell_atoms(phonon: Phonopy, displacements: NDArray[np.float64] | None = None) -> list[Atoms]:
+def supercell_atoms(
+    phonon: Phonopy, displacements: NDArray[np.float64] | None = None
+) -> list[Atoms]:
     """ASE supercells of ``phonon``, displaced by each of ``displacements`` (Å)."""
     supercell = phonon.supercell
     base = Atoms(
@@ -354,9 +358,7 @@ class SSCHA:
         """Draw ``n_snapshots`` (rounded up to pairs) snapshots and evaluate them."""
         n_pairs = (n_snapshots + 1) // 2
         index = self.state.n_populations_drawn
-        rng = np.random.default_rng(
-            [self.settings.seed, round(self.temperature * 1000), index]
-        )
+        rng = np.random.default_rng([self.settings.seed, round(self.temperature * 1000), index])
         distribution = self.distribution(force_constants)
         displacements = distribution.sample(n_pairs, rng)
         energies, forces = self.calculator.compute(
@@ -387,9 +389,7 @@ class SSCHA:
         self, weights: list[NDArray[np.float64]], counts: list[NDArray[np.float64]] | None = None
     ) -> NDArray[np.float64]:
         displacements = np.concatenate([p.displacements for p in self.state.populations])
-        forces = np.concatenate(
-            [p.forces - self.reference_forces for p in self.state.populations]
-        )
+        forces = np.concatenate([p.forces - self.reference_forces for p in self.state.populations])
         w = np.concatenate(weights)
         if counts is not None:
             w = w * np.concatenate(counts)

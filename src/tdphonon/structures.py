@@ -28,13 +28,13 @@ def read_structure(path: str | os.PathLike) -> Structure:
         raise StructureError(f"structure file not found: {path}")
     try:
         return Structure.from_file(path)
-    except Exception as pmg_error:  # noqa: BLE001 - fall back to ASE's readers
+    except Exception as pmg_error:
         try:
             from ase.io import read
             from pymatgen.io.ase import AseAtomsAdaptor
 
             atoms = read(path)
-        except Exception:  # noqa: BLE001
+        except Exception:
             raise StructureError(f"cannot read a structure from {path}: {pmg_error}") from None
         if not all(atoms.pbc) or atoms.cell.rank < 3:
             raise StructureError(
