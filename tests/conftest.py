@@ -10,6 +10,16 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_threaded_blas():
+    """Small matrices: threaded BLAS is slower on the 2-core CI machines."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 SHARED = Path(os.environ.get("TDPHONON_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 MODELS = Path(os.environ.get("TDPHONON_MODEL_DIR", SHARED / "models"))
 M3GNET_MP = MODELS / "M3GNet-MP-2021.2.8-PES"

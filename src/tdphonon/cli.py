@@ -7,9 +7,12 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 DESCRIPTION = """\
 tdphonon: temperature-dependent (anharmonic) phonons with machine-learned potentials.
@@ -329,9 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    if getattr(args, "quiet", False):
+        warnings.filterwarnings("ignore")
     commands = {"run": command_run}
     try:
-        return commands[args.command](args)
+        # The SSCHA's linear algebra is on small matrices: threaded BLAS only adds
+        # overhead (and fights the potential's own threads for the cores).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return commands[args.command](args)
     except _user_errors() as error:
         print(f"tdphonon: error: {error}", file=sys.stderr)
         return 2

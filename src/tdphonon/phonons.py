@@ -18,6 +18,8 @@ from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.dos import PhononDos
 from pymatgen.symmetry.bandstructure import HighSymmKpath
 
+from tdphonon.structures import image_distance
+
 #: Modes below this frequency (THz) count as imaginary (numerical noise tolerance).
 IMAGINARY_TOLERANCE = -0.05
 
@@ -86,26 +88,44 @@ def density_of_states(
 
 
 def labelled_frequencies(band_structure: PhononBandStructureSymmLine) -> dict[str, list[float]]:
-    """Frequencies (THz, ascending) at each labelled high-symmetry point of the path."""
+    """Frequencies (THz, ascending) at each labelled high-symmetry point of the path.
+
+    Labels are pymatgen's, with the Brillouin-zone centre written ``Gamma``.
+    """
     frequencies = {}
     for index, qpoint in enumerate(band_structure.qpoints):
-        if qpoint.label and qpoint.label not in frequencies:
-            frequencies[qpoint.label] = sorted(band_structure.bands[:, index].tolist())
+        label = "Gamma" if qpoint.label in ("\\Gamma", "Γ", "GAMMA") else qpoint.label
+        if label and label not in frequencies:
+            frequencies[label] = sorted(band_structure.bands[:, index].tolist())
     return frequencies
+
+
+def _min_frequency(
+    phonon: Phonopy, qpoints: NDArray[np.float64], frequencies: NDArray[np.float64]
+) -> float:
+    """Lowest frequency, leaving out acoustic modes that only interpolation determines.
+
+    Inside the first shell of q-points commensurate with the supercell (|q| below
+    the reciprocal of the distance between periodic images) the acoustic branches
+    come from Fourier interpolation of the long-range force constants alone; their
+    small imaginary pockets are noise of the fit, not instabilities.
+    """
+    reciprocal = np.linalg.inv(phonon.primitive.cell).T  # phonopy: no 2 pi
+    q_length = np.linalg.norm(np.asarray(qpoints) @ reciprocal.T, axis=1)
+    q_cut = 1.0 / image_distance(phonon.supercell.cell) + 1e-8
+    frequencies = np.sort(np.array(frequencies, dtype=float), axis=1)
+    frequencies[q_length < q_cut, :3] = np.inf
+    return float(frequencies.min())
 
 
 def mesh_min_frequency(
     phonon: Phonopy, force_constants: NDArray[np.float64], mesh: float = 30.0
 ) -> float:
-    """Lowest frequency on a q-mesh including Gamma (THz)."""
+    """Lowest frequency on a q-mesh including Gamma (THz), see :func:`_min_frequency`."""
     phonon = _with_force_constants(phonon, force_constants)
     phonon.run_mesh(mesh, is_gamma_center=True)
     mesh_dict = phonon.get_mesh_dict()
-    frequencies = np.array(mesh_dict["frequencies"])
-    gamma = np.flatnonzero(np.all(np.abs(mesh_dict["qpoints"]) < 1e-8, axis=1))
-    # the three acoustic modes at Gamma are zero by the sum rule: leave them out
-    frequencies[gamma, :3] = np.inf
-    return float(frequencies.min())
+    return _min_frequency(phonon, mesh_dict["qpoints"], mesh_dict["frequencies"])
 
 
 def phonon_spectrum(
@@ -113,7 +133,8 @@ def phonon_spectrum(
 ) -> PhononSpectrum:
     """Band structure, DOS, labelled frequencies and stability in one call."""
     bands = band_structure(phonon, force_constants)
-    min_frequency = min(float(bands.bands.min()), mesh_min_frequency(phonon, force_constants))
+    path_min = _min_frequency(phonon, [q.frac_coords for q in bands.qpoints], bands.bands.T)
+    min_frequency = min(path_min, mesh_min_frequency(phonon, force_constants))
     return PhononSpectrum(
         band_structure=bands,
         dos=density_of_states(phonon, force_constants, dos_mesh),

@@ -91,11 +91,17 @@ def choose_supercell_matrix(
     Parameters
     ----------
     structure : Structure
-        The cell the matrix applies to (rows of the matrix multiply its lattice).
+        The unit cell of the phonopy calculation.
     min_length : float
         Minimum distance between periodic images of an atom, Å.
     max_atoms : int
         Largest acceptable supercell.
+
+    Returns
+    -------
+    ndarray, shape (3, 3)
+        Supercell matrix in phonopy's convention (its columns give the supercell
+        vectors in units of the unit-cell vectors), as :func:`make_phonopy` takes it.
     """
     lattice = structure.lattice.matrix
     widths = structure.volume / np.linalg.norm(
@@ -121,7 +127,7 @@ def choose_supercell_matrix(
             f"a supercell of {structure.composition.reduced_formula} with periodic images "
             f"{min_length} Å apart needs more than {max_atoms} atoms"
         )
-    return best
+    return best.T  # rows multiply the lattice above; phonopy wants columns
 
 
 def minimum_image_distance(phonon: Phonopy) -> float:
@@ -132,7 +138,10 @@ def minimum_image_distance(phonon: Phonopy) -> float:
 def make_phonopy(
     structure: Structure, supercell_matrix: NDArray[np.int_] | list, symprec: float = 1e-5
 ) -> Phonopy:
-    """Phonopy object with ``structure`` as unit and primitive cell."""
+    """Phonopy object with ``structure`` as unit and primitive cell.
+
+    ``supercell_matrix`` is in phonopy's convention (3 integers for a diagonal one).
+    """
     matrix = np.asarray(supercell_matrix, dtype=int)
     if matrix.shape == (3,):
         matrix = np.diag(matrix)

@@ -1,0 +1,265 @@
+"""The temperature-dependent phonon workflow as a jobflow Flow (atomate2-style Maker)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobflow import Flow, Job, Maker, OutputReference
+from pymatgen.core import Structure
+
+from tdphonon.jobs import (
+    _field,
+    get_force_calculator,
+    harmonic_job,
+    relax_job,
+    sscha_iteration_job,
+)
+from tdphonon.sscha import SSCHASettings
+from tdphonon.structures import StructureError, check_structure, standard_primitive
+
+__all__ = ["SSCHAMaker"]
+
+
+@dataclass
+class SSCHAMaker(Maker):
+    """Harmonic phonons, then the SSCHA at each temperature, one job per iteration.
+
+    Jobs: [relax (atomate2 ``ForceFieldRelaxMaker`` with tdphonon's potential, see
+    :func:`tdphonon.jobs.relax_job`)] -> harmonic (:func:`tdphonon.jobs.harmonic_job`) ->
+    for each temperature, in the given order, a chain of
+    :func:`tdphonon.jobs.sscha_iteration_job` warm-started from the final force constants
+    of the previous temperature (the first from the harmonic ones). The flow output is the
+    list of :class:`~tdphonon.schemas.SSCHATemperatureDoc`, one per temperature.
+
+    Parameters
+    ----------
+    name : str
+        Flow name.
+    model : str, os.PathLike or None
+        matgl model folder or hub name, or ``"emt"``; None reads ``TDPHONON_MODEL`` (when
+        the flow is made: jobs get the resolved value).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` for the jobs.
+    batch_size : int
+        Supercells per model call.
+    relax : bool
+        Relax the structure with the potential first (keeps the space group).
+    relax_fmax : float
+        Force criterion of the relaxation, eV/Å.
+    relax_cell : bool
+        Relax the lattice too.
+    supercell_matrix : list, optional
+        Supercell of the standard primitive cell (3 integers or 3x3); overrides
+        ``min_length``.
+    min_length : float
+        Minimum distance between periodic images of the chosen supercell, Å.
+    displacement : float
+        Finite displacement of the harmonic calculation, Å.
+    sscha_settings : dict
+        Keyword arguments of :class:`~tdphonon.sscha.SSCHASettings` (``statistics``,
+        ``frequency_tolerance``, ``seed``, ``max_snapshots``, ...).
+    """
+
+    name: str = "tdphonon sscha"
+    model: str | None = None
+    device: str = "auto"
+    batch_size: int = 16
+    relax: bool = True
+    relax_fmax: float = 1e-3
+    relax_cell: bool = True
+    supercell_matrix: list | None = None
+    min_length: float = 10.0
+    displacement: float = 0.01
+    sscha_settings: dict[str, Any] = field(default_factory=dict)
+
+    def make(
+        self,
+        structure: Structure | None = None,
+        temperatures: Sequence[float] = (300.0,),
+        prev_phonon_doc: Any = None,
+    ) -> Flow:
+        """Make the flow for one crystal.
+
+        Parameters
+        ----------
+        structure : Structure
+            Ordered crystal; any cell (the standard primitive cell is used). May be None
+            when ``prev_phonon_doc`` is given.
+        temperatures : sequence of float
+            Temperatures in K, computed in this order.
+        prev_phonon_doc : PhononBSDOSDoc, dict or OutputReference, optional
+            Start from the harmonic force constants of an atomate2 phonon result instead
+            of relaxing and computing them (see :meth:`make_from_phonon_doc`).
+
+        Raises
+        ------
+        StructureError
+            Disordered, degenerate or otherwise unusable structure.
+        UnsupportedElementError
+            An element the potential does not know.
+        ValueError
+            Bad temperatures or SSCHA settings.
+        """
+        if prev_phonon_doc is not None:
+            if structure is not None and not isinstance(prev_phonon_doc, OutputReference):
+                self._check_same_crystal(structure, _field(prev_phonon_doc, "structure"))
+            return self.make_from_phonon_doc(prev_phonon_doc, temperatures)
+        if structure is None:
+            raise StructureError("a structure (or prev_phonon_doc) is needed")
+        temperatures, settings = self._check_inputs(temperatures)
+        check_structure(structure)
+        model = self._check_potential(structure)
+        primitive = standard_primitive(structure)
+        jobs: list[Job] = []
+        source: Structure | OutputReference = primitive
+        if self.relax:
+            relax = relax_job(
+                primitive,
+                model,
+                self.device,
+                self.batch_size,
+                fmax=self.relax_fmax,
+                relax_cell=self.relax_cell,
+            )
+            jobs.append(relax)
+            source = relax.output.structure
+        harmonic = harmonic_job(
+            source,
+            model=model,
+            device=self.device,
+            batch_size=self.batch_size,
+            supercell_matrix=self.supercell_matrix,
+            min_length=self.min_length,
+            displacement=self.displacement,
+        )
+        harmonic.name = "harmonic"
+        return self._flow([*jobs, harmonic], harmonic, temperatures, model, settings)
+
+    def make_from_phonon_doc(
+        self, phonon_doc: Any, temperatures: Sequence[float] = (300.0,)
+    ) -> Flow:
+        """Make the flow from an existing atomate2 phonon result.
+
+        The structure and harmonic force constants of the document are used as they are
+        (no relaxation: the force constants belong to its geometry), mapped onto the
+        standard primitive cell and its supercell (:func:`tdphonon.jobs.phonon_doc_force_constants`);
+        the potential only evaluates the undisplaced supercell (the SSCHA reference).
+
+        Parameters
+        ----------
+        phonon_doc : PhononBSDOSDoc, dict or OutputReference
+            ``atomate2.common.schemas.phonons.PhononBSDOSDoc`` with ``structure``,
+            ``supercell_matrix`` and ``force_constants``. A concrete document is reduced to
+            these three fields in the job input; with FireWorks, prefer an
+            ``OutputReference`` (e.g. ``phonon_flow.output``), resolved from the store at
+            run time, so that no force constants are written into the job spec.
+        temperatures : sequence of float
+            Temperatures in K, computed in this order.
+        """
+        temperatures, settings = self._check_inputs(temperatures)
+        if isinstance(phonon_doc, OutputReference):
+            model = self._check_potential(None)
+        else:
+            structure = _field(phonon_doc, "structure")
+            if isinstance(structure, dict):
+                structure = Structure.from_dict(structure)
+            fields = {
+                name: _field(phonon_doc, name)
+                for name in ("structure", "supercell_matrix", "force_constants")
+            }
+            missing = [name for name, value in fields.items() if value is None]
+            if missing:
+                raise ValueError(
+                    f"the phonon document has no {', '.join(missing)} (atomate2 PhononMaker "
+                    "with store_force_constants=True is needed)"
+                )
+            check_structure(structure)
+            model = self._check_potential(structure)
+            phonon_doc = fields
+        harmonic = harmonic_job(
+            phonon_doc=phonon_doc, model=model, device=self.device, batch_size=self.batch_size
+        )
+        harmonic.name = "harmonic (from phonon document)"
+        return self._flow([harmonic], harmonic, temperatures, model, settings)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _flow(
+        self,
+        jobs: list[Job],
+        harmonic: Job,
+        temperatures: list[float],
+        model: str,
+        settings: dict[str, Any],
+    ) -> Flow:
+        chains = []
+        start, warm_start = harmonic.output.force_constants, "harmonic"
+        for temperature in temperatures:
+            first = sscha_iteration_job(
+                structure=harmonic.output.structure,
+                supercell_matrix=harmonic.output.supercell_matrix,
+                temperature=temperature,
+                reference_energy=harmonic.output.reference_energy,
+                reference_forces=harmonic.output.reference_forces,
+                harmonic_labelled_frequencies=harmonic.output.labelled_frequencies,
+                harmonic_has_imaginary_modes=harmonic.output.has_imaginary_modes,
+                start_force_constants=start,
+                warm_start=warm_start,
+                model=model,
+                device=self.device,
+                batch_size=self.batch_size,
+                sscha_settings=settings,
+            )
+            first.name = f"sscha {temperature:g} K iteration 1"
+            chains.append(first)
+            start, warm_start = first.output.force_constants, f"{temperature:g} K"
+        return Flow([*jobs, *chains], output=[c.output for c in chains], name=self.name)
+
+    def _check_inputs(self, temperatures: Sequence[float]) -> tuple[list[float], dict[str, Any]]:
+        try:
+            settings = SSCHASettings(**self.sscha_settings)
+        except TypeError:
+            valid = [f.name for f in dataclasses.fields(SSCHASettings)]
+            unknown = sorted(set(self.sscha_settings) - set(valid))
+            raise ValueError(
+                f"unknown SSCHA setting(s) {unknown}; valid: {', '.join(valid)}"
+            ) from None
+        if isinstance(temperatures, (int, float)):
+            temperatures = [temperatures]
+        temperatures = [float(t) for t in temperatures]
+        if not temperatures:
+            raise ValueError("at least one temperature is needed")
+        if min(temperatures) < 0:
+            raise ValueError(f"temperatures must be >= 0 K, got {temperatures}")
+        if settings.statistics == "classical" and min(temperatures) == 0:
+            raise ValueError("classical statistics need temperatures above 0 K")
+        return temperatures, dataclasses.asdict(settings)
+
+    def _check_potential(self, structure: Structure | None) -> str | None:
+        """Resolve the model and check that it loads and knows the elements."""
+        model = self.model if self.model is not None else os.environ.get("TDPHONON_MODEL")
+        model = str(model).strip() or None if model is not None else None
+        if model is not None and model.lower() != "emt" and Path(model).expanduser().exists():
+            model = str(Path(model).expanduser().resolve())  # workers may run elsewhere
+        device = self.device if self.device in ("auto", "cpu") else "cpu"
+        calculator = get_force_calculator(model, device, self.batch_size)
+        if structure is not None:
+            calculator.check_elements(structure.symbol_set)
+        return model
+
+    @staticmethod
+    def _check_same_crystal(structure: Structure, doc_structure: Any) -> None:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        if isinstance(doc_structure, dict):
+            doc_structure = Structure.from_dict(doc_structure)
+        if doc_structure is not None and not StructureMatcher().fit(structure, doc_structure):
+            raise StructureError(
+                f"structure {structure.formula} is not the crystal of the phonon document "
+                f"({doc_structure.formula})"
+            )
