@@ -93,3 +93,15 @@ def test_relax_then_spectrum_and_export_round_trip(tmp_path):
     np.testing.assert_allclose(
         frequencies(loaded, qpoints), frequencies(phonon, qpoints), atol=1e-8
     )
+
+
+def test_too_small_supercell_is_rejected():
+    from tdphonon.flows import SSCHAMaker
+    from tdphonon.structures import check_supercell
+
+    structure = standard_primitive(read_structure(EXAMPLES / "Al_fcc.cif"))
+    with pytest.raises(StructureError, match="supercell too small"):
+        check_supercell(structure, [1, 1, 1])
+    check_supercell(structure, [2, 2, 2])
+    with pytest.raises(StructureError, match="supercell too small"):
+        SSCHAMaker(model="emt", supercell_matrix=[1, 1, 1]).make(structure)

@@ -20,7 +20,13 @@ from tdphonon.jobs import (
     sscha_iteration_job,
 )
 from tdphonon.sscha import SSCHASettings
-from tdphonon.structures import StructureError, check_structure, standard_primitive
+from tdphonon.structures import (
+    MIN_IMAGE_DISTANCE,
+    StructureError,
+    check_structure,
+    check_supercell,
+    standard_primitive,
+)
 
 __all__ = ["SSCHAMaker"]
 
@@ -115,6 +121,12 @@ class SSCHAMaker(Maker):
         check_structure(structure)
         model = self._check_potential(structure)
         primitive = standard_primitive(structure)
+        if self.supercell_matrix is not None:
+            check_supercell(primitive, self.supercell_matrix)
+        elif self.min_length < MIN_IMAGE_DISTANCE:
+            raise StructureError(
+                f"min_length {self.min_length} Å is too small (at least {MIN_IMAGE_DISTANCE} Å)"
+            )
         jobs: list[Job] = []
         source: Structure | OutputReference = primitive
         if self.relax:

@@ -130,6 +130,29 @@ def choose_supercell_matrix(
     return best.T  # rows multiply the lattice above; phonopy wants columns
 
 
+#: Periodic images closer than this (Å) leave too few commensurate q-points for a
+#: meaningful renormalisation (a 1x1x1 cell samples the zone centre only).
+MIN_IMAGE_DISTANCE = 5.0
+
+
+def check_supercell(structure: Structure, supercell_matrix: NDArray[np.int_] | list) -> None:
+    """Raise :class:`StructureError` if the supercell is too small for phonons.
+
+    The periodic images must be at least :data:`MIN_IMAGE_DISTANCE` and twice the
+    nearest-neighbour distance apart, so that the first neighbour shell is resolved.
+    """
+    phonon = make_phonopy(structure, supercell_matrix)
+    distance = minimum_image_distance(phonon)
+    neighbours = structure.get_neighbor_list(4.0)[3]
+    nearest = float(neighbours.min()) if len(neighbours) else 0.0
+    needed = max(MIN_IMAGE_DISTANCE, 2 * nearest)
+    if distance < needed - 1e-6:
+        raise StructureError(
+            f"supercell too small: periodic images are {distance:.2f} Å apart, at least "
+            f"{needed:.2f} Å are needed; use a larger --supercell or --min-length"
+        )
+
+
 def minimum_image_distance(phonon: Phonopy) -> float:
     """Distance between periodic images in the supercell of ``phonon``, Å."""
     return image_distance(phonon.supercell.cell)
