@@ -105,3 +105,18 @@ def test_too_small_supercell_is_rejected():
     check_supercell(structure, [2, 2, 2])
     with pytest.raises(StructureError, match="supercell too small"):
         SSCHAMaker(model="emt", supercell_matrix=[1, 1, 1]).make(structure)
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"), [("SrTiO3_cubic.cif", 4), ("Si.cif", 3), ("Al_fcc.cif", 3)]
+)
+def test_default_supercell_contains_zone_boundary_points(name, labels):
+    """Soft modes sit at zone-boundary points (R, M in SrTiO3): the supercell samples them."""
+    from tdphonon.structures import zone_boundary_qpoints
+
+    structure = standard_primitive(read_structure(EXAMPLES / name))
+    qpoints = zone_boundary_qpoints(structure)
+    assert len(qpoints) == labels
+    phonon = make_phonopy(structure, choose_supercell_matrix(structure, 10.0))
+    products = qpoints @ phonon.supercell_matrix  # q . supercell vectors (columns)
+    np.testing.assert_allclose(products, np.rint(products), atol=1e-8)

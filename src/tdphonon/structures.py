@@ -15,6 +15,7 @@ from phonopy import Phonopy
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.phonopy import get_phonopy_structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from pymatgen.symmetry.bandstructure import HighSymmKpath
 
 
 class StructureError(ValueError):
@@ -79,14 +80,53 @@ def image_distance(lattice_matrix: NDArray[np.float64]) -> float:
     return float(np.linalg.norm(shifts @ reduced, axis=1).min())
 
 
-def choose_supercell_matrix(
-    structure: Structure, min_length: float = 10.0, max_atoms: int = 600
-) -> NDArray[np.int_]:
-    """The smallest near-cubic supercell whose periodic images are ``min_length`` Å apart.
+#: Target shapes of candidate supercells: simple, face- and body-centred cubic.
+_SHAPES = (
+    np.eye(3),
+    np.array([[0.0, 1, 1], [1, 0, 1], [1, 1, 0]]) / 2 ** (1 / 3),
+    np.array([[-1.0, 1, 1], [1, -1, 1], [1, 1, -1]]) / 4 ** (1 / 3),
+)
 
-    Candidates are the integer matrices closest to a cube of each size (rounded
-    :math:`s L^{-1}`, Hart-Forcade style) and the diagonal supercell; the one with
-    the fewest atoms wins.
+
+def zone_boundary_qpoints(structure: Structure) -> NDArray[np.float64]:
+    """Labelled high-symmetry q-points with coordinates in multiples of 1/2.
+
+    These (Gamma, X, M, R, L, ...) are where soft modes of high-symmetry phases sit;
+    a supercell commensurate with them samples those modes directly. Fractional
+    coordinates of the reciprocal lattice of ``structure`` (a standard primitive cell).
+    """
+    kpath = HighSymmKpath(structure, path_type="setyawan_curtarolo", symprec=1e-3)
+    points = np.array(list(kpath.kpath["kpoints"].values()), dtype=float)
+    halves = np.all(np.abs(2 * points - np.rint(2 * points)) < 1e-6, axis=1)
+    return points[halves]
+
+
+def _candidates(lattice: NDArray[np.float64], volume: float, max_cells: int):
+    """Integer matrices (rows multiply ``lattice``) closest to cubic shapes, by size."""
+    yield np.diag(np.ones(3, dtype=int))
+    inverse = np.linalg.inv(lattice)
+    for n_cells in range(1, max_cells + 1):
+        for shape in _SHAPES:
+            matrix = np.rint((n_cells * volume) ** (1 / 3) * shape @ inverse).astype(int)
+            for candidate in (matrix, 2 * matrix):
+                determinant = round(np.linalg.det(candidate))
+                if 0 < abs(determinant) <= max_cells:
+                    yield candidate if determinant > 0 else -candidate
+
+
+def choose_supercell_matrix(
+    structure: Structure,
+    min_length: float = 10.0,
+    max_atoms: int = 600,
+    qpoints: NDArray[np.float64] | None = None,
+) -> NDArray[np.int_]:
+    """The smallest near-cubic supercell with images ``min_length`` Å apart.
+
+    Candidates are the integer matrices closest to simple-, face- and body-centred
+    cubic shapes of each size (Hart-Forcade style rounding of :math:`s T L^{-1}`), the
+    same doubled, and diagonal supercells. Among those whose periodic images are at
+    least ``min_length`` apart, the smallest one commensurate with ``qpoints`` is
+    chosen; if none within ``max_atoms`` is, commensurability is dropped.
 
     Parameters
     ----------
@@ -96,6 +136,9 @@ def choose_supercell_matrix(
         Minimum distance between periodic images of an atom, Å.
     max_atoms : int
         Largest acceptable supercell.
+    qpoints : ndarray, shape (n, 3), optional
+        q-points (fractional) the supercell should contain; by default the
+        zone-boundary high-symmetry points (:func:`zone_boundary_qpoints`).
 
     Returns
     -------
@@ -104,30 +147,34 @@ def choose_supercell_matrix(
         vectors in units of the unit-cell vectors), as :func:`make_phonopy` takes it.
     """
     lattice = structure.lattice.matrix
+    if qpoints is None:
+        qpoints = zone_boundary_qpoints(structure)
+    qpoints = np.asarray(qpoints, dtype=float).reshape(-1, 3)
     widths = structure.volume / np.linalg.norm(
         np.cross(np.roll(lattice, -1, 0), np.roll(lattice, -2, 0)), axis=1
     )
-    best = np.diag(np.ceil(min_length / widths - 1e-8).astype(int))
-    inverse = np.linalg.inv(lattice)
-    for n_cells in range(1, max_atoms // len(structure) + 1):
-        if n_cells >= round(np.linalg.det(best)):
-            break
-        matrix = np.rint((n_cells * structure.volume) ** (1 / 3) * inverse).astype(int)
-        determinant = round(np.linalg.det(matrix))
-        if determinant == 0:
+    diagonal = np.ceil(min_length / widths - 1e-8).astype(int)
+    candidates = [np.diag(diagonal), np.diag(diagonal + diagonal % 2)]
+    candidates += list(_candidates(lattice, structure.volume, max_atoms // len(structure)))
+
+    best: dict[bool, NDArray[np.int_]] = {}
+    for matrix in candidates:
+        size = round(np.linalg.det(matrix))
+        if size * len(structure) > max_atoms:
             continue
-        if determinant < 0:
-            matrix = -matrix
-        if abs(determinant) < round(np.linalg.det(best)) and (
-            image_distance(matrix @ lattice) >= min_length - 1e-6
-        ):
-            best = matrix
-    if round(np.linalg.det(best)) * len(structure) > max_atoms:
+        products = qpoints @ matrix.T
+        commensurate = bool(np.all(np.abs(products - np.rint(products)) < 1e-6))
+        if commensurate in best and size >= round(np.linalg.det(best[commensurate])):
+            continue
+        if image_distance(matrix @ lattice) >= min_length - 1e-6:
+            best[commensurate] = matrix
+    if not best:
         raise StructureError(
             f"a supercell of {structure.composition.reduced_formula} with periodic images "
             f"{min_length} Å apart needs more than {max_atoms} atoms"
         )
-    return best.T  # rows multiply the lattice above; phonopy wants columns
+    chosen = best.get(True, best.get(False))
+    return chosen.T  # rows multiply the lattice above; phonopy wants columns
 
 
 #: Periodic images closer than this (Å) leave too few commensurate q-points for a
