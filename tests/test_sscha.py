@@ -133,3 +133,25 @@ def test_imaginary_modes_are_sampled_with_absolute_frequency(al_emt_phonon):
     )
     assert distribution.modes.frequencies.max() < 0
     assert np.all(np.isfinite(distribution.variances)) and np.all(distribution.variances > 0)
+
+
+def test_a_mode_crossing_zero_is_capped_not_thrown_apart(al_emt_phonon):
+    masses = al_emt_phonon.supercell.masses
+    fc = al_emt_phonon.force_constants
+    normal = ThermalDistribution.from_force_constants(fc, masses, 1000, "classical")
+    assert normal.n_capped_modes(0.3) == 0  # the cap does not touch a stable crystal
+    # soften the highest mode to zero frequency (a soft mode crossing zero)
+    eigenvalue, vector = normal.modes.eigenvalues[-1], normal.modes.eigenvectors[:, -1]
+    sqrt_m = np.repeat(np.sqrt(masses), 3)
+    change = eigenvalue * np.outer(sqrt_m * vector, sqrt_m * vector)
+    n = len(masses)
+    soft_fc = fc - change.reshape(n, 3, n, 3).transpose(0, 2, 1, 3)
+    capped = ThermalDistribution.from_force_constants(soft_fc, masses, 1000, "classical")
+    uncapped = ThermalDistribution.from_force_constants(
+        soft_fc, masses, 1000, "classical", max_displacement=None
+    )
+    assert capped.n_capped_modes(0.3) == 1
+    assert uncapped.mean_square_displacements().max() > 0.3  # Å^2: atoms thrown far
+    assert capped.mean_square_displacements().max() < (
+        normal.mean_square_displacements().max() + 0.3**2
+    )

@@ -116,6 +116,7 @@ class NormalModes:
         temperature: float,
         statistics: Statistics = "quantum",
         min_frequency: float = 0.3,
+        max_displacement: float | None = 0.3,
     ) -> NDArray[np.float64]:
         """Variances of the mass-weighted normal coordinates, Å² amu.
 
@@ -131,6 +132,12 @@ class NormalModes:
             soft modes of a high-symmetry phase: they are sampled as stiff as their
             curvature, so the anharmonic potential they explore decides whether the
             self-consistent mode is stabilised.
+        max_displacement : float or None
+            Largest root-mean-square displacement (Å) that one mode may give any atom.
+            Modes near zero frequency (a soft mode crossing zero during the
+            iterations) would otherwise throw atoms several Å away; such a mode is
+            sampled with this amplitude instead. At a converged, stable solution the
+            cap should not bind (see :meth:`ThermalDistribution.n_capped_modes`).
         """
         if statistics not in ("quantum", "classical"):
             raise ValueError(f"statistics must be 'quantum' or 'classical', not {statistics!r}")
@@ -141,13 +148,27 @@ class NormalModes:
         frequencies = np.maximum(np.abs(self.frequencies), min_frequency)
         eigenvalues = (frequencies / EIGENVALUE_TO_THZ) ** 2
         if statistics == "classical":
-            return KB_EV * temperature / eigenvalues
+            return self._capped(KB_EV * temperature / eigenvalues, max_displacement)
         energies = frequencies * THZ_TO_EV  # hbar * omega in eV
         if temperature == 0:
             coth = np.ones_like(energies)
         else:
             coth = 1.0 / np.tanh(energies / (2 * KB_EV * temperature))
-        return energies / (2 * eigenvalues) * coth
+        return self._capped(energies / (2 * eigenvalues) * coth, max_displacement)
+
+    def _capped(
+        self, variances: NDArray[np.float64], max_displacement: float | None
+    ) -> NDArray[np.float64]:
+        if max_displacement is None:
+            return variances
+        return np.minimum(variances, max_displacement**2 / self.largest_atomic_weights)
+
+    @property
+    def largest_atomic_weights(self) -> NDArray[np.float64]:
+        """Per mode, max over atoms of |e_i|^2 / m_i (1/amu): displacement per unit variance."""
+        n_atoms = len(self.masses)
+        weights = np.sum(self.eigenvectors.reshape(n_atoms, 3, -1) ** 2, axis=1)
+        return np.max(weights / self.masses[:, None], axis=0)
 
 
 @dataclass(frozen=True)
@@ -174,10 +195,20 @@ class ThermalDistribution:
         statistics: Statistics = "quantum",
         min_frequency: float = 0.3,
         complement: NDArray[np.float64] | None = None,
+        max_displacement: float | None = 0.3,
     ) -> ThermalDistribution:
-        """Build the distribution of force constants (eV/Å²) at ``temperature`` (K)."""
+        """Build the distribution of force constants (eV/Å²) at ``temperature`` (K).
+
+        ``min_frequency`` (THz) and ``max_displacement`` (Å) as in
+        :meth:`NormalModes.variances`.
+        """
         modes = NormalModes.from_force_constants(force_constants, masses, complement)
-        return cls(modes, modes.variances(temperature, statistics, min_frequency))
+        return cls(modes, modes.variances(temperature, statistics, min_frequency, max_displacement))
+
+    def n_capped_modes(self, max_displacement: float) -> int:
+        """Number of modes sampled at the ``max_displacement`` cap."""
+        limit = max_displacement**2 / self.modes.largest_atomic_weights
+        return int(np.sum(self.variances >= limit * (1 - 1e-9)))
 
     @property
     def n_atoms(self) -> int:

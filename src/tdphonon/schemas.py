@@ -150,6 +150,9 @@ class SSCHAIterationDoc(BaseModel):
     max_frequency_change: float = Field(description="Largest frequency change, THz")
     frequency_error: float = Field(description="RMS bootstrap error of the frequencies, THz")
     min_frequency: float = Field(description="Lowest commensurate frequency of the fit, THz")
+    n_capped_modes: int = Field(
+        description="Modes sampled at the displacement cap (max_displacement), see SSCHASettings"
+    )
     converged: bool = Field(description="Convergence criterion met")
     population: PopulationDoc | None = Field(
         None, description="Population drawn in this iteration (arrays in the data store)"

@@ -84,6 +84,10 @@ class SSCHASettings:
     min_frequency : float
         Modes are sampled with at least this frequency (THz); imaginary modes with
         their absolute frequency.
+    max_displacement : float
+        No mode gives any atom a root-mean-square displacement above this (Å): keeps
+        modes that cross zero during the iterations from throwing atoms apart. The
+        iteration records count the modes at the cap (``n_capped_modes``).
     free_energy_mesh : float
         Length-based q-point mesh density for the harmonic free energy (phonopy).
     seed : int
@@ -100,6 +104,7 @@ class SSCHASettings:
     min_ess_fraction: float = 0.5
     n_bootstrap: int = 16
     min_frequency: float = 0.3
+    max_displacement: float = 0.3
     free_energy_mesh: float = 50.0
     seed: int = 0
 
@@ -159,6 +164,7 @@ class IterationRecord:
     max_frequency_change: float
     frequency_error: float
     min_frequency: float
+    n_capped_modes: int
     converged: bool
 
 
@@ -338,6 +344,7 @@ class SSCHA:
             self.settings.statistics,
             self.settings.min_frequency,
             self._complement,
+            self.settings.max_displacement,
         )
 
     def _population_distribution(self, population: Population) -> ThermalDistribution:
@@ -450,6 +457,7 @@ class SSCHA:
             max_frequency_change=float(np.abs(change).max()),
             frequency_error=rms_error,
             min_frequency=float(new_frequencies.min()),
+            n_capped_modes=self.distribution(current).n_capped_modes(settings.max_displacement),
             converged=converged,
         )
         state.history.append(record)
@@ -561,6 +569,11 @@ class SSCHA:
         assert final is not None
         free_energy, free_energy_error, note = self.free_energy(final)
         reason = self.stop_reason() or "stopped before convergence"
+        if state.history[-1].n_capped_modes:
+            reason += (
+                f" ({state.history[-1].n_capped_modes} modes sampled at the displacement cap "
+                f"of {self.settings.max_displacement} Å: not a converged SCHA solution for them)"
+            )
         return SSCHAResult(
             temperature=self.temperature,
             settings=dataclasses.replace(self.settings),
