@@ -428,8 +428,18 @@ class SSCHA:
         state.populations = [p for p, _ in kept]
         weights = [w for _, w in kept]
         active_ess = float(sum(w.sum() for w in weights))
+        # New snapshots: when reweighting has used up the kept ones, or when only the
+        # statistical error stood in the way of convergence at the last iteration.
+        last = state.history[-1] if state.history else None
+        noise_limited = (
+            last is not None
+            and last.frequency_error > settings.frequency_tolerance
+            and last.frequency_change <= 0.25 * settings.frequency_tolerance
+        )
         n_new = 0
-        if active_ess < settings.min_ess_fraction * state.n_target_snapshots:
+        if active_ess < settings.min_ess_fraction * state.n_target_snapshots or (
+            noise_limited and active_ess < state.n_target_snapshots
+        ):
             n_new = max(state.n_target_snapshots - round(active_ess), settings.initial_snapshots)
             n_new += n_new % 2
             state.populations.append(self.draw_population(current, n_new, progress))
