@@ -360,13 +360,20 @@ class SSCHA:
 
     # -- sampling ----------------------------------------------------------------------
     def draw_population(
-        self, force_constants: NDArray[np.float64], n_snapshots: int, progress: bool = False
+        self,
+        force_constants: NDArray[np.float64],
+        n_snapshots: int,
+        progress: bool = False,
+        distribution: ThermalDistribution | None = None,
     ) -> Population:
-        """Draw ``n_snapshots`` (rounded up to pairs) snapshots and evaluate them."""
+        """Draw ``n_snapshots`` (rounded up to pairs) snapshots and evaluate them.
+
+        ``distribution`` is that of ``force_constants`` when already at hand.
+        """
         n_pairs = (n_snapshots + 1) // 2
         index = self.state.n_populations_drawn
         rng = np.random.default_rng([self.settings.seed, round(self.temperature * 1000), index])
-        distribution = self.distribution(force_constants)
+        distribution = distribution or self.distribution(force_constants)
         displacements = distribution.sample(n_pairs, rng)
         energies, forces = self.calculator.compute(
             supercell_atoms(self.phonon, displacements), progress=progress
@@ -375,13 +382,12 @@ class SSCHA:
         self._distributions[index] = distribution
         return Population(displacements, forces, energies, force_constants.copy(), index)
 
-    def weights(self, force_constants: NDArray[np.float64]) -> list[NDArray[np.float64]]:
-        """Importance weights of each population for the distribution of ``force_constants``.
+    def weights(self, target: ThermalDistribution) -> list[NDArray[np.float64]]:
+        """Importance weights of each population for the ``target`` distribution.
 
         Weights are normalised so that they sum to the population's effective
         sample size; antithetic partners always share a weight.
         """
-        target = self.distribution(force_constants)
         all_weights = []
         for population in self.state.populations:
             log_w = target.log_density(population.displacements) - self._population_distribution(
@@ -419,7 +425,8 @@ class SSCHA:
         """Do one SSCHA iteration and return its diagnostics."""
         settings, state = self.settings, self.state
         current = state.force_constants
-        weights = self.weights(current)
+        target = self.distribution(current)  # the one diagonalisation of this step
+        weights = self.weights(target)
         kept = [
             (p, w)
             for p, w in zip(state.populations, weights, strict=True)
@@ -442,13 +449,13 @@ class SSCHA:
         ):
             n_new = max(state.n_target_snapshots - round(active_ess), settings.initial_snapshots)
             n_new += n_new % 2
-            state.populations.append(self.draw_population(current, n_new, progress))
+            state.populations.append(self.draw_population(current, n_new, progress, target))
             weights.append(np.ones(n_new))
             active_ess += n_new
         fitted = self._fit(weights)
         errors = self._bootstrap_errors(weights)
         new_frequencies = self.frequencies(fitted)
-        change = new_frequencies - self.frequencies(current)
+        change = new_frequencies - target.modes.frequencies
         rms_change = float(np.sqrt(np.mean(change**2)))
         rms_error = float(np.sqrt(np.mean(errors**2)))
         tolerance = settings.frequency_tolerance
@@ -467,7 +474,7 @@ class SSCHA:
             max_frequency_change=float(np.abs(change).max()),
             frequency_error=rms_error,
             min_frequency=float(new_frequencies.min()),
-            n_capped_modes=self.distribution(current).n_capped_modes(settings.max_displacement),
+            n_capped_modes=target.n_capped_modes(settings.max_displacement),
             converged=converged,
         )
         state.history.append(record)
@@ -540,9 +547,10 @@ class SSCHA:
         Returns ``(None, None, reason)`` when the force constants have imaginary modes
         or no snapshots are available.
         """
-        if self.frequencies(force_constants).min() < -1e-3:
+        target = self.distribution(force_constants)
+        if target.modes.frequencies.min() < -1e-3:
             return None, None, "undefined: the force constants have imaginary modes"
-        weights = self.weights(force_constants)
+        weights = self.weights(target)
         if not weights:
             return None, None, "undefined: no snapshots"
         w = np.concatenate(weights)
