@@ -1,6 +1,7 @@
-"""Relaxation and harmonic force constants with a force calculator.
+"""Harmonic force constants with a force calculator.
 
-Plain ASE/phonopy, no workflow code: used by the jobs and usable alone.
+Plain phonopy/symfc, no workflow code: used by the jobs and usable alone. Relaxation
+is atomate2's ``ForceFieldRelaxMaker`` (see :func:`tdphonon.jobs.relax_job`).
 """
 
 from __future__ import annotations
@@ -10,65 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from phonopy import Phonopy
-from pymatgen.core import Structure
-from pymatgen.io.ase import AseAtomsAdaptor
 
 from tdphonon.sscha import ForceEvaluator, supercell_atoms
-
-
-@dataclass
-class RelaxationResult:
-    """Relaxed structure with the energy (eV/atom) and residual force (eV/Å)."""
-
-    structure: Structure
-    energy_per_atom: float
-    max_force: float
-    n_steps: int
-    converged: bool
-
-
-def relax_structure(
-    structure: Structure,
-    ase_calculator,
-    fmax: float = 1e-3,
-    relax_cell: bool = True,
-    max_steps: int = 1000,
-) -> RelaxationResult:
-    """Relax positions (and cell) keeping the space group (ase FixSymmetry).
-
-    Parameters
-    ----------
-    structure : Structure
-        Starting structure.
-    ase_calculator : ase.calculators.calculator.Calculator
-        Calculator providing energy, forces and stress.
-    fmax : float
-        Force criterion in eV/Å (the cell filter includes stress).
-    relax_cell : bool
-        Relax the lattice too (FrechetCellFilter).
-    max_steps : int
-        Maximum optimiser steps.
-    """
-    from ase.constraints import FixSymmetry
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import BFGS
-
-    atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.calc = ase_calculator
-    atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
-    target = FrechetCellFilter(atoms) if relax_cell else atoms
-    optimizer = BFGS(target, logfile=None)
-    converged = bool(optimizer.run(fmax=fmax, steps=max_steps))
-    atoms.set_constraint()
-    forces = atoms.get_forces()
-    relaxed = AseAtomsAdaptor.get_structure(atoms)
-    return RelaxationResult(
-        structure=relaxed,
-        energy_per_atom=float(atoms.get_potential_energy() / len(atoms)),
-        max_force=float(np.linalg.norm(forces, axis=1).max()),
-        n_steps=int(optimizer.get_number_of_steps()),
-        converged=converged,
-    )
 
 
 @dataclass
