@@ -12,13 +12,8 @@ from typing import Any
 from jobflow import Flow, Job, Maker, OutputReference
 from pymatgen.core import Structure
 
-from tdphonon.jobs import (
-    _field,
-    get_force_calculator,
-    harmonic_job,
-    relax_job,
-    sscha_iteration_job,
-)
+from tdphonon.jobs.common import field_value, get_force_calculator
+from tdphonon.jobs.sscha import harmonic_job, relax_job, sscha_iteration_job
 from tdphonon.sscha import SSCHASettings
 from tdphonon.structures import (
     MIN_IMAGE_DISTANCE,
@@ -36,7 +31,7 @@ class SSCHAMaker(Maker):
     """Harmonic phonons, then the SSCHA at each temperature, one job per iteration.
 
     Jobs: [relax (atomate2 ``ForceFieldRelaxMaker`` with tdphonon's potential, see
-    :func:`tdphonon.jobs.relax_job`)] -> harmonic (:func:`tdphonon.jobs.harmonic_job`) ->
+    :func:`tdphonon.jobs.sscha.relax_job`)] -> harmonic (:func:`tdphonon.jobs.sscha.harmonic_job`) ->
     for each temperature, in the given order, a chain of
     :func:`tdphonon.jobs.sscha_iteration_job` warm-started from the final force constants
     of the previous temperature (the first from the harmonic ones). The flow output is the
@@ -113,7 +108,7 @@ class SSCHAMaker(Maker):
         """
         if prev_phonon_doc is not None:
             if structure is not None and not isinstance(prev_phonon_doc, OutputReference):
-                self._check_same_crystal(structure, _field(prev_phonon_doc, "structure"))
+                self._check_same_crystal(structure, field_value(prev_phonon_doc, "structure"))
             return self.make_from_phonon_doc(prev_phonon_doc, temperatures)
         if structure is None:
             raise StructureError("a structure (or prev_phonon_doc) is needed")
@@ -159,7 +154,7 @@ class SSCHAMaker(Maker):
 
         The structure and harmonic force constants of the document are used as they are
         (no relaxation: the force constants belong to its geometry), mapped onto the
-        standard primitive cell and its supercell (:func:`tdphonon.jobs.phonon_doc_force_constants`);
+        standard primitive cell and its supercell (:func:`tdphonon.jobs.sscha.phonon_doc_force_constants`);
         the potential only evaluates the undisplaced supercell (the SSCHA reference).
 
         Parameters
@@ -177,11 +172,11 @@ class SSCHAMaker(Maker):
         if isinstance(phonon_doc, OutputReference):
             model = self._check_potential(None)
         else:
-            structure = _field(phonon_doc, "structure")
+            structure = field_value(phonon_doc, "structure")
             if isinstance(structure, dict):
                 structure = Structure.from_dict(structure)
             fields = {
-                name: _field(phonon_doc, name)
+                name: field_value(phonon_doc, name)
                 for name in ("structure", "supercell_matrix", "force_constants")
             }
             missing = [name for name, value in fields.items() if value is None]

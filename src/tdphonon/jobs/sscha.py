@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +42,12 @@ from pymatgen.phonon.dos import PhononDos
 from tdphonon import __version__
 from tdphonon.fitting import ForceConstantFitter
 from tdphonon.harmonic import harmonic_force_constants
+from tdphonon.jobs.common import field_value, get_force_calculator, progress_enabled
 from tdphonon.phonons import IMAGINARY_TOLERANCE, phonon_spectrum
+from tdphonon.potentials import NonFiniteForcesError
 from tdphonon.schemas import (
     HarmonicPhononDoc,
+    JobFailureDoc,
     PopulationDoc,
     PopulationPointer,
     SSCHAContinuation,
@@ -70,16 +72,14 @@ from tdphonon.structures import (
 )
 
 if TYPE_CHECKING:
-    from ase.calculators.calculator import Calculator
     from jobflow import JobStore
     from numpy.typing import ArrayLike, NDArray
     from phonopy import Phonopy
 
-    from tdphonon.potentials import ForceCalculator
 
 __all__ = [
-    "ase_calculator",
-    "get_force_calculator",
+    "MATERIAL_FAILURES",
+    "SSCHADivergenceError",
     "harmonic_job",
     "phonon_doc_force_constants",
     "relax_job",
@@ -109,52 +109,56 @@ SSCHA_DATA = [
 _POPULATION_KEYS = ["displacements", "forces", "energies", "sampling_force_constants"]
 
 
-# -- potentials ---------------------------------------------------------------------------------
+class SSCHADivergenceError(RuntimeError):
+    """The SSCHA iterations produced non-finite force constants or frequencies."""
 
 
-@lru_cache(maxsize=4)
-def _cached_calculator(model: str | None, device: str, batch_size: int) -> ForceCalculator:
-    from tdphonon.potentials import get_calculator
-
-    return get_calculator(model, device=device, batch_size=batch_size)
-
-
-def get_force_calculator(
-    model: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 16
-) -> ForceCalculator:
-    """The :class:`~tdphonon.potentials.ForceCalculator` of a model, cached per process.
-
-    Parameters
-    ----------
-    model : str, os.PathLike or None
-        matgl model folder or hub name, or ``"emt"``; None reads ``TDPHONON_MODEL``.
-    device : str
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
-    batch_size : int
-        Supercells per model call.
-    """
-    return _cached_calculator(None if model is None else str(model), device, int(batch_size))
+#: Failures that belong to the material or the potential, not to the machinery: the jobs
+#: store a :class:`~tdphonon.schemas.JobFailureDoc` with the reason and stop their
+#: children instead of raising, so that a campaign's other materials go on and the
+#: reason is queryable. Anything else (store unreachable, a bug) still raises, and the
+#: FireWork fizzles and can be rerun.
+MATERIAL_FAILURES: tuple[type[BaseException], ...] = (
+    NonFiniteForcesError,
+    SSCHADivergenceError,
+    StructureError,
+    np.linalg.LinAlgError,
+    FloatingPointError,
+)
 
 
-def ase_calculator(
-    model: str | None = None, device: str = "auto", batch_size: int = 16
-) -> Calculator:
-    """ASE calculator of tdphonon's potential (correct matgl convention), for atomate2.
+def _failure_response(
+    stage: str,
+    error: BaseException,
+    structure: Structure | None = None,
+    temperature: float | None = None,
+    iteration: int | None = None,
+    model: str | None = None,
+) -> Response:
+    """Output a :class:`JobFailureDoc` for ``error`` and stop the children of this job."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    formula = structure.composition.reduced_formula if structure is not None else None
+    where = f"{stage}" + (f" at {temperature:g} K" if temperature is not None else "")
+    logger.warning("%s of %s failed: %s: %s", where, formula, type(error).__name__, reason)
+    doc = JobFailureDoc(
+        stage=stage,
+        temperature=temperature,
+        iteration=iteration,
+        error_type=type(error).__name__,
+        reason=reason[:2000],
+        formula=formula,
+        provenance={"model": model, "tdphonon_version": __version__},
+    )
+    return Response(output=doc, stop_children=True)
 
-    Used by :func:`relax_job` as ``calculator_meta`` of atomate2's force-field makers:
-    ``{"@module": "tdphonon.jobs", "@callable": "ase_calculator"}``.
-    """
-    return get_force_calculator(model, device, batch_size).as_ase_calculator()
+
+# -- cached fitting basis -----------------------------------------------------------------------
 
 
 @lru_cache(maxsize=2)
 def _cached_fitter(structure_json: str, supercell_matrix: tuple) -> ForceConstantFitter:
     phonon = make_phonopy(Structure.from_str(structure_json, fmt="json"), supercell_matrix)
     return ForceConstantFitter(phonon.supercell)
-
-
-def _progress() -> bool:
-    return os.environ.get("TDPHONON_PROGRESS", "") not in ("", "0")
 
 
 # -- relaxation ---------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ def relax_job(
 
     maker = ForceFieldRelaxMaker(
         name="relax",
-        force_field_name={"@module": __name__, "@callable": "ase_calculator"},
+        force_field_name={"@module": "tdphonon.jobs.common", "@callable": "ase_calculator"},
         calculator_kwargs={
             "model": None if model is None else str(model),
             "device": device,
@@ -219,10 +223,6 @@ def relax_job(
 
 
 # -- harmonic phonons ---------------------------------------------------------------------------
-
-
-def _field(doc: Any, name: str) -> Any:
-    return doc.get(name) if isinstance(doc, dict) else getattr(doc, name, None)
 
 
 def _match_atoms(
@@ -280,9 +280,9 @@ def phonon_doc_force_constants(
     force_constants : ndarray, shape (N, N, 3, 3)
         Full force constants of that supercell, eV/Å².
     """
-    structure = _field(phonon_doc, "structure")
-    matrix = _field(phonon_doc, "supercell_matrix")
-    force_constants = _field(phonon_doc, "force_constants")
+    structure = field_value(phonon_doc, "structure")
+    matrix = field_value(phonon_doc, "supercell_matrix")
+    force_constants = field_value(phonon_doc, "force_constants")
     if structure is None or matrix is None or force_constants is None:
         raise ValueError(
             "the phonon document needs structure, supercell_matrix and force_constants "
@@ -291,7 +291,7 @@ def phonon_doc_force_constants(
     if isinstance(structure, dict):
         structure = Structure.from_dict(structure)
     if not isinstance(force_constants, (list, np.ndarray)):  # atomate2 ForceConstants
-        force_constants = _field(force_constants, "force_constants")
+        force_constants = field_value(force_constants, "force_constants")
     force_constants = np.asarray(force_constants, dtype=float)
     theirs = make_phonopy(structure, matrix).supercell
     n_atoms = len(theirs)
@@ -336,7 +336,7 @@ def phonon_doc_force_constants(
     )
 
 
-@job(output_schema=HarmonicPhononDoc, data=HARMONIC_DATA)
+@job(data=HARMONIC_DATA)
 def harmonic_job(
     structure: Structure | None = None,
     model: str | None = None,
@@ -367,7 +367,44 @@ def harmonic_job(
         Finite displacement, Å.
     phonon_doc : PhononBSDOSDoc or dict, optional
         Previous atomate2 phonon result to take the force constants from.
+
+    Returns
+    -------
+    HarmonicPhononDoc or Response
+        The harmonic phonons; on a failure of the material or the potential
+        (:data:`MATERIAL_FAILURES`, e.g. NaN forces), a ``Response`` whose output is a
+        :class:`~tdphonon.schemas.JobFailureDoc` and that stops the SSCHA jobs.
     """
+    try:
+        return _harmonic_doc(
+            structure,
+            model,
+            device,
+            batch_size,
+            supercell_matrix,
+            min_length,
+            displacement,
+            phonon_doc,
+        )
+    except MATERIAL_FAILURES as error:
+        if structure is None and phonon_doc is not None:
+            structure = field_value(phonon_doc, "structure")
+            if isinstance(structure, dict):
+                structure = Structure.from_dict(structure)
+        return _failure_response("harmonic", error, structure, model=model)
+
+
+def _harmonic_doc(
+    structure: Structure | None,
+    model: str | None,
+    device: str,
+    batch_size: int,
+    supercell_matrix: ArrayLike | None,
+    min_length: float,
+    displacement: float,
+    phonon_doc: Any,
+) -> HarmonicPhononDoc:
+    """Body of :func:`harmonic_job` (same parameters)."""
     calculator = get_force_calculator(model, device, batch_size)
     if phonon_doc is not None:
         primitive, matrix, force_constants = phonon_doc_force_constants(phonon_doc)
@@ -391,7 +428,9 @@ def harmonic_job(
             settings = {"min_length": None}
         phonon = make_phonopy(primitive, supercell_matrix)
         matrix = np.asarray(phonon.supercell_matrix, dtype=int)
-        result = harmonic_force_constants(phonon, calculator, displacement, progress=_progress())
+        result = harmonic_force_constants(
+            phonon, calculator, displacement, progress=progress_enabled()
+        )
         force_constants = result.force_constants
         displacements, displaced_forces = result.displacements, result.forces
         reference_energy, reference_forces = result.reference_energy, result.reference_forces
@@ -589,10 +628,52 @@ def sscha_iteration_job(
     Returns
     -------
     Response or SSCHATemperatureDoc
-        ``Response(output=SSCHAIterationDoc, replace=next iteration)`` or the final result.
+        ``Response(output=SSCHAIterationDoc, replace=next iteration)`` or the final result;
+        on a failure of the material or the potential (:data:`MATERIAL_FAILURES`: NaN
+        forces, a diverging SSCHA), ``Response(output=JobFailureDoc, stop_children=True)``:
+        the reason is stored and the later temperatures of this material are not run.
     """
     if (start_force_constants is None) == (continuation is None):
         raise ValueError("give either start_force_constants (first iteration) or continuation")
+    try:
+        return _sscha_iteration(
+            structure,
+            supercell_matrix,
+            temperature,
+            reference_energy,
+            reference_forces,
+            harmonic_labelled_frequencies,
+            harmonic_has_imaginary_modes,
+            start_force_constants,
+            continuation,
+            warm_start,
+            model,
+            device,
+            batch_size,
+            sscha_settings,
+        )
+    except MATERIAL_FAILURES as error:
+        iteration = 1 if continuation is None else len(continuation.history) + 1
+        return _failure_response("sscha", error, structure, temperature, iteration, model)
+
+
+def _sscha_iteration(
+    structure: Structure,
+    supercell_matrix: list[list[int]],
+    temperature: float,
+    reference_energy: float,
+    reference_forces: ArrayLike,
+    harmonic_labelled_frequencies: dict[str, list[float]],
+    harmonic_has_imaginary_modes: bool,
+    start_force_constants: ArrayLike | None,
+    continuation: SSCHAContinuation | None,
+    warm_start: str,
+    model: str | None,
+    device: str,
+    batch_size: int,
+    sscha_settings: dict[str, Any] | None,
+) -> Response | SSCHATemperatureDoc:
+    """Body of :func:`sscha_iteration_job` (same parameters)."""
     settings = SSCHASettings(**(sscha_settings or {}))
     calculator = get_force_calculator(model, device, batch_size)
     phonon = make_phonopy(structure, supercell_matrix)
@@ -615,8 +696,16 @@ def sscha_iteration_job(
             structure.to_json(), tuple(map(tuple, np.asarray(supercell_matrix).tolist()))
         ),
     )
-    record = sscha.step(progress=_progress())
+    record = sscha.step(progress=progress_enabled())
     state = sscha.state
+    if not (
+        np.isfinite([record.frequency_change, record.frequency_error, record.min_frequency]).all()
+        and np.isfinite(state.force_constants).all()
+    ):
+        raise SSCHADivergenceError(
+            f"SSCHA iteration {record.iteration} at {temperature:g} K gave non-finite "
+            f"frequencies or force constants (change {record.frequency_change} THz)"
+        )
     logger.info(
         "SSCHA %g K iteration %d: change %.4f THz, error %.4f THz, %d new snapshots",
         temperature,

@@ -1,28 +1,15 @@
-"""The ``tdphonon`` command line."""
+"""``tdphonon run``: temperature-dependent phonons of one crystal."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from threadpoolctl import threadpool_limits
-
-DESCRIPTION = """\
-tdphonon: temperature-dependent (anharmonic) phonons with machine-learned potentials.
-
-The SSCHA (stochastic self-consistent harmonic approximation) renormalises the
-harmonic phonons of a crystal at each temperature with forces from an interatomic
-potential (M3GNet through matgl, or any ASE calculator such as EMT). Every
-intermediate result goes to a jobflow JobStore: an embedded database on this
-machine by default, or MongoDB through a jobflow.yaml.
-"""
+from tdphonon.cli import CommandError
 
 RUN_EPILOG = """\
 examples:
@@ -36,33 +23,8 @@ is an embedded database under ~/.tdphonon/store (TDPHONON_STORE_DIR changes it).
 """
 
 
-class CommandError(Exception):
-    """An error to report to the user in one line."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from tdphonon.potentials import ModelLoadError, NonFiniteForcesError, UnsupportedElementError
-    from tdphonon.structures import StructureError
-
-    return (
-        CommandError,
-        StructureError,
-        UnsupportedElementError,
-        ModelLoadError,
-        NonFiniteForcesError,
-        FileNotFoundError,
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of all sub-commands."""
-    parser = argparse.ArgumentParser(
-        prog="tdphonon",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``run`` to the sub-command parsers."""
     run = sub.add_parser(
         "run",
         help="temperature-dependent phonons of one crystal (relax, harmonic, SSCHA per T)",
@@ -140,13 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-plots", action="store_true", help="do not write plots")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
-    return parser
-
-
-def _version() -> str:
-    from tdphonon import __version__
-
-    return f"tdphonon {__version__}"
+    return run
 
 
 def _supercell_matrix(values: Sequence[int] | None) -> list[list[int]] | None:
@@ -159,7 +115,7 @@ def _supercell_matrix(values: Sequence[int] | None) -> list[list[int]] | None:
     raise CommandError("--supercell takes 3 integers (diagonal) or 9 (a 3x3 matrix)")
 
 
-def command_run(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     """Run the SSCHA workflow of one crystal and report."""
     from tdphonon.flows import SSCHAMaker
     from tdphonon.stores import get_store, run_flow
@@ -319,34 +275,3 @@ def export_phonopy(
         phonon.save(path, settings={"force_constants": True})
         paths.append(path)
     return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tdphonon`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    logging.basicConfig(
-        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
-    if getattr(args, "quiet", False):
-        warnings.filterwarnings("ignore")
-    commands = {"run": command_run}
-    try:
-        # The SSCHA's linear algebra is on small matrices: threaded BLAS only adds
-        # overhead (and fights the potential's own threads for the cores).
-        with threadpool_limits(limits=1, user_api="blas"):
-            return commands[args.command](args)
-    except _user_errors() as error:
-        print(f"tdphonon: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tdphonon: interrupted; finished jobs are in the store", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

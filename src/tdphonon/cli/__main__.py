@@ -1,0 +1,7 @@
+"""``python -m tdphonon.cli``."""
+
+import sys
+
+from tdphonon.cli import main
+
+sys.exit(main())
