@@ -117,3 +117,59 @@ def plot_convergence(
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
+
+
+def plot_kappa_temperature(
+    temperatures: Sequence[float],
+    curves: Mapping[str, Sequence[Sequence[float] | None]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Lattice thermal conductivity versus temperature, one curve per fc2.
+
+    Each curve is the isotropic average (xx + yy + zz) / 3 of the kappa tensors; temperatures
+    where kappa is not defined (None) are left out and marked with a cross on the axis.
+
+    Parameters
+    ----------
+    temperatures : sequence of float
+        K.
+    curves : mapping of label to per-temperature kappa
+        E.g. ``{"harmonic": [...], "SSCHA (renormalized)": [...]}``, each entry six
+        components (W/m-K, xx yy zz yz xz xy) or None.
+    path : str or Path
+        Output image file.
+    title : str
+        Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    styles = [("o--", "black"), ("s-", "tab:red"), ("^-", "tab:blue"), ("v-", "tab:green")]
+    for index, (label, kappas) in enumerate(curves.items()):
+        marker, color = styles[index % len(styles)]
+        points = [
+            (t, sum(k[:3]) / 3) for t, k in zip(temperatures, kappas, strict=True) if k is not None
+        ]
+        missing = [t for t, k in zip(temperatures, kappas, strict=True) if k is None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker, color=color, label=label)
+        if missing:
+            ax.plot(
+                missing,
+                [0.0] * len(missing),
+                "x",
+                color=color,
+                ms=9,
+                clip_on=False,
+                label=f"{label}: not defined",
+            )
+    ax.set_xlabel("Temperature (K)")
+    ax.set_ylabel(r"$\kappa_L$ (W m$^{-1}$ K$^{-1}$), (xx+yy+zz)/3")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
