@@ -1,0 +1,74 @@
+"""``tdphonon evaluate``: phonon-frequency error of a potential against DFT force sets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from tdphonon.cli import CommandError
+
+EPILOG = """\
+examples:
+  tdphonon evaluate --model ../shared/models/M3GNet-MP-2021.2.8-PES ../shared/data/phonon-forcesets
+  tdphonon evaluate --model finetuned/ ../shared/data/phonon-forcesets/NaCl --json nacl.json
+
+DATA: phonopy_params.yaml[.xz], phonopy_disp.yaml (+ FORCE_SETS), phono3py_params*.yaml[.xz],
+phono3py_disp.yaml (+ FORCES_FC3), extended XYZ files, or folders holding them.
+Protocol: the potential computes forces on the same displaced supercells as the DFT set,
+the residual forces of the undisplaced supercell are removed, force constants are built the
+same way as for the DFT forces (phonopy finite displacements, or symfc for random sets), and
+frequencies are compared on a Gamma-centred mesh (phonopy mesh length 20 Å, no NAC).
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``evaluate`` to the sub-command parsers."""
+    parser = sub.add_parser(
+        "evaluate",
+        help="phonon-frequency and force MAE of a potential against DFT force sets",
+        description="Per-compound and overall phonon-frequency MAE (THz) and force MAE "
+        "(eV/Å) of a potential against DFT phonon force sets.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("data", nargs="+", help="force-set files or folders")
+    parser.add_argument(
+        "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``tdphonon evaluate``."""
+    from tdphonon.evaluation import evaluate
+    from tdphonon.forcesets import ForceSetError, read_force_sets
+    from tdphonon.potentials import get_calculator
+
+    try:
+        sets = read_force_sets(args.data)
+    except ForceSetError as err:
+        raise CommandError(str(err)) from None
+    calculator = get_calculator(args.model, device=args.device)
+    try:
+        result = evaluate(sets, calculator, progress=not args.quiet)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    print(f"{'compound':30s} {'freq MAE (THz)':>15s} {'force MAE (eV/Å)':>17s} {'supercells':>10s}")
+    for c in result.compounds:
+        print(
+            f"{c.name:30s} {c.frequency_mae_thz:15.3f} {c.force_mae_ev_per_angstrom:17.4f} "
+            f"{c.n_supercells:10d}"
+        )
+    print(
+        f"{'overall (mean)':30s} {result.frequency_mae_thz:15.3f} "
+        f"{result.force_mae_ev_per_angstrom:17.4f} {result.n_force_evaluations:10d} evaluations"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result.as_dict(), indent=1))
+        print(f"wrote {args.json}")
+    return 0

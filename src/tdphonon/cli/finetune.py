@@ -1,0 +1,119 @@
+"""``tdphonon finetune``: fine-tune a pretrained potential on DFT phonon force sets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from tdphonon.cli import CommandError
+
+EPILOG = """\
+examples:
+  tdphonon finetune ../shared/data/phonon-forcesets --base ../shared/models/M3GNet-MP-2021.2.8-PES \\
+      --out finetuned --epochs 8 --validation NaCl SnO2
+  tdphonon run examples/NaCl.cif --model finetuned
+
+Compounds are split (never structures): --validation names the held-out compounds (force-set
+names: the folder name for phonopy_params.yaml files), otherwise --validation-fraction of
+them is chosen with --seed. The best epoch by validation phonon-frequency MAE is kept. OUT
+is loadable by matgl.load_model and by tdphonon (tdphonon.json records the message
+convention); OUT/provenance.json holds the base model, data, settings and metrics.
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``finetune`` to the sub-command parsers."""
+    parser = sub.add_parser(
+        "finetune",
+        help="fine-tune a matgl potential on DFT phonon force sets",
+        description="Fine-tune a pretrained matgl potential (M3GNet) on DFT phonon force "
+        "sets, with early stopping on the phonon-frequency MAE of validation compounds.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("data", nargs="+", help="force-set files or folders")
+    parser.add_argument("--base", required=True, help="pretrained matgl model folder or name")
+    parser.add_argument("--out", required=True, type=Path, help="output model folder")
+    parser.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--validation", nargs="+", metavar="NAME", help="validation compounds")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of compounds held out when --validation is not given (default 0.2)",
+    )
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    parser.add_argument("--batch-size", type=int, default=4, help="supercells per step")
+    parser.add_argument(
+        "--trainable",
+        default="all",
+        choices=["all", "interactions", "readout"],
+        help="layers to train (default all)",
+    )
+    parser.add_argument("--energy-weight", type=float, default=1.0)
+    parser.add_argument("--force-weight", type=float, default=1.0)
+    parser.add_argument("--stress-weight", type=float, default=0.0)
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the metrics as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``tdphonon finetune``."""
+    from tdphonon.finetune import FineTuneSettings, finetune
+    from tdphonon.forcesets import ForceSetError, read_force_sets, split_by_compound
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CommandError(f"output folder {args.out} exists and is not empty")
+    try:
+        settings = FineTuneSettings(
+            max_epochs=args.epochs,
+            seed=args.seed,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            trainable=args.trainable,
+            energy_weight=args.energy_weight,
+            force_weight=args.force_weight,
+            stress_weight=args.stress_weight,
+            patience=args.patience,
+            device=args.device,
+        )
+        sets = read_force_sets(args.data)
+        if args.validation:
+            train, validation = split_by_compound(sets, args.validation)
+        elif args.validation_fraction > 0 and len(sets) > 1:
+            train, validation = split_by_compound(
+                sets, fraction=args.validation_fraction, seed=args.seed
+            )
+        else:
+            train, validation = sets, []
+        print(
+            f"training on {len(train)} compounds ({sum(len(s) for s in train)} supercells); "
+            f"validation: {', '.join(s.name for s in validation) or 'none'}"
+        )
+        result = finetune(
+            args.base, train, validation, settings, out_dir=args.out, progress=not args.quiet
+        )
+    except (ForceSetError, ValueError) as err:
+        raise CommandError(str(err)) from None
+    if result.before is not None and result.after is not None:
+        print(f"\n{'validation compound':30s} {'before (THz)':>13s} {'after (THz)':>12s}")
+        for b, a in zip(result.before.compounds, result.after.compounds, strict=True):
+            print(f"{b.name:30s} {b.frequency_mae_thz:13.3f} {a.frequency_mae_thz:12.3f}")
+        print(
+            f"{'mean':30s} {result.before.frequency_mae_thz:13.3f} "
+            f"{result.after.frequency_mae_thz:12.3f}  (ratio "
+            f"{result.before.frequency_mae_thz / result.after.frequency_mae_thz:.2f})"
+        )
+    print(f"best epoch {result.best_epoch}; training {result.training_time_s:.0f} s")
+    print(f"forgetting guard: {result.forgetting}")
+    print(f"saved {result.model_dir}")
+    if args.json:
+        args.json.write_text(json.dumps(result.provenance, indent=1))
+        print(f"wrote {args.json}")
+    return 0

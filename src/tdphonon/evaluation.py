@@ -1,0 +1,288 @@
+"""Phonon-frequency error of a potential against DFT force sets.
+
+Protocol (the same for the DFT forces and the potential's forces, so that only the forces
+differ):
+
+1. The potential computes forces on the *same* displaced supercells as the DFT set (its
+   harmonic dataset: the finite displacements of a phonopy set, the first displacements of
+   a phono3py fc3 set, or all supercells of a random-displacement set), plus the undisplaced
+   supercell.
+2. Residual forces of the undisplaced supercell are subtracted from every displaced
+   supercell's forces (the potential's own residual forces; for DFT only if the set carries
+   them).
+3. Force constants are built the same way for both: phonopy's finite-displacement method
+   (``produce_force_constants()`` + ``symmetrize_force_constants()``) for finite
+   displacements, symfc (``fc_calculator="symfc"``) for random displacements.
+4. Frequencies (THz; imaginary ones as negative numbers) on a Gamma-centred mesh of
+   :data:`MESH_LENGTH` (phonopy's length-based mesh, about 1/Å reciprocal density) without
+   non-analytical correction (the Born charges are DFT quantities that would enter both
+   sides identically).
+5. Frequency MAE of a compound: mean over the mesh (weighted by the irreducible q-point
+   multiplicity) and over all bands of |ν_model - ν_DFT|. Force MAE: mean absolute
+   difference of all force components of the same supercells (after step 2). The overall
+   numbers are means over compounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from phonopy import Phonopy
+
+    from tdphonon.forcesets import ForceSet
+    from tdphonon.potentials import ForceCalculator
+
+__all__ = [
+    "MESH_LENGTH",
+    "CompoundEvaluation",
+    "EvaluationResult",
+    "dft_frequencies",
+    "evaluate",
+    "evaluate_force_set",
+    "frequencies_from_forces",
+]
+
+#: Length (Å) of phonopy's automatic Gamma-centred mesh used for the frequency MAE.
+MESH_LENGTH = 20.0
+
+
+@dataclass
+class CompoundEvaluation:
+    """Errors of a potential on one DFT force set.
+
+    Attributes
+    ----------
+    name : str
+        Compound.
+    frequency_mae_thz : float
+        Mean absolute frequency error on the mesh, THz.
+    force_mae_ev_per_angstrom : float
+        Mean absolute force-component error, eV/Å.
+    n_supercells : int
+        Displaced supercells compared.
+    n_force_evaluations : int
+        Force evaluations by the potential (displaced supercells + the undisplaced one).
+    mesh : list of int
+        Gamma-centred mesh.
+    dft_min_frequency_thz, model_min_frequency_thz : float
+        Lowest frequency on the mesh (negative: imaginary).
+    """
+
+    name: str
+    frequency_mae_thz: float
+    force_mae_ev_per_angstrom: float
+    n_supercells: int
+    n_force_evaluations: int
+    mesh: list[int]
+    dft_min_frequency_thz: float
+    model_min_frequency_thz: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict."""
+        return asdict(self)
+
+
+@dataclass
+class EvaluationResult:
+    """Per-compound and overall errors (overall = mean over compounds)."""
+
+    compounds: list[CompoundEvaluation]
+    model: str
+
+    @property
+    def frequency_mae_thz(self) -> float:
+        """Mean of the per-compound frequency MAE, THz."""
+        return float(np.mean([c.frequency_mae_thz for c in self.compounds]))
+
+    @property
+    def force_mae_ev_per_angstrom(self) -> float:
+        """Mean of the per-compound force MAE, eV/Å."""
+        return float(np.mean([c.force_mae_ev_per_angstrom for c in self.compounds]))
+
+    @property
+    def n_force_evaluations(self) -> int:
+        """Total force evaluations."""
+        return sum(c.n_force_evaluations for c in self.compounds)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"overall": {...}, "compounds": [...], "model": ..., "protocol": ...}``."""
+        return {
+            "overall": {
+                "frequency_mae_thz": self.frequency_mae_thz,
+                "force_mae_ev_per_angstrom": self.force_mae_ev_per_angstrom,
+                "n_compounds": len(self.compounds),
+                "n_force_evaluations": self.n_force_evaluations,
+            },
+            "compounds": [c.as_dict() for c in self.compounds],
+            "model": self.model,
+            "protocol": {
+                "mesh": f"Gamma-centred, phonopy length {MESH_LENGTH} Å",
+                "nac": False,
+                "residual_forces_removed": True,
+                "force_constants": "phonopy finite displacements / symfc for random sets",
+            },
+        }
+
+
+def _phonopy(force_set: ForceSet) -> Phonopy:
+    from phonopy import Phonopy
+
+    from tdphonon.forcesets import phonopy_atoms
+
+    phonon = Phonopy(
+        phonopy_atoms(force_set.unitcell),
+        supercell_matrix=force_set.supercell_matrix,
+        primitive_matrix=force_set.primitive_matrix,
+        log_level=0,
+    )
+    from ase.geometry import find_mic
+
+    ref = force_set.reference
+    same = len(phonon.supercell) == len(ref) and (
+        np.abs(find_mic(phonon.supercell.positions - ref.positions, ref.cell, pbc=True)[0]).max()
+        < 1e-4
+    )
+    if not same:
+        raise ValueError(
+            f"force set {force_set.name!r}: the supercell rebuilt from its unit cell and "
+            "supercell matrix differs from the stored undisplaced supercell"
+        )
+    return phonon
+
+
+def frequencies_from_forces(
+    force_set: ForceSet, forces: np.ndarray, mesh_length: float = MESH_LENGTH
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Frequencies on the Gamma-centred mesh from forces on the set's harmonic supercells.
+
+    Parameters
+    ----------
+    force_set : ForceSet
+        Gives the structure and the displacement dataset.
+    forces : numpy.ndarray
+        (n_harmonic, n_atoms, 3) forces on ``force_set.supercells[force_set.harmonic_indices]``,
+        residual forces already removed, eV/Å.
+    mesh_length : float
+        phonopy's mesh length, Å.
+
+    Returns
+    -------
+    frequencies : numpy.ndarray
+        (n_irreducible_q, n_bands) THz.
+    weights : numpy.ndarray
+        Multiplicities of the irreducible q-points.
+    mesh : list of int
+    """
+    phonon = _phonopy(force_set)
+    forces = np.asarray(forces, dtype=float)
+    if force_set.is_random:
+        phonon.dataset = {
+            "displacements": np.asarray(force_set.dataset["displacements"]),
+            "forces": forces,
+        }
+        phonon.produce_force_constants(fc_calculator="symfc", show_drift=False)
+    else:
+        first_atoms = [
+            {**entry, "forces": f}
+            for entry, f in zip(force_set.dataset["first_atoms"], forces, strict=True)
+        ]
+        phonon.dataset = {"natom": len(force_set.reference), "first_atoms": first_atoms}
+        phonon.produce_force_constants(show_drift=False)
+        phonon.symmetrize_force_constants(show_drift=False)
+    phonon.run_mesh(mesh_length, is_gamma_center=True, with_eigenvectors=False)
+    mesh = phonon.mesh
+    return (
+        np.asarray(mesh.frequencies),
+        np.asarray(mesh.weights),
+        [int(x) for x in mesh.mesh_numbers],
+    )
+
+
+def _dft_harmonic_forces(force_set: ForceSet) -> np.ndarray:
+    forces = force_set.harmonic_forces()
+    if force_set.reference_forces is not None:
+        forces = forces - force_set.reference_forces[None]
+    return forces
+
+
+def dft_frequencies(force_set: ForceSet) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """DFT frequencies of a set by the protocol (cached in ``force_set.metadata``)."""
+    key = ("_dft_frequencies", MESH_LENGTH)
+    cache = force_set.metadata.setdefault("_cache", {})
+    if key not in cache:
+        cache[key] = frequencies_from_forces(force_set, _dft_harmonic_forces(force_set))
+    return cache[key]
+
+
+def evaluate_force_set(
+    force_set: ForceSet, calculator: ForceCalculator, progress: bool = False
+) -> CompoundEvaluation:
+    """Frequency and force errors of a potential on one DFT force set (see module docstring).
+
+    Parameters
+    ----------
+    force_set : ForceSet
+    calculator : ForceCalculator
+        The potential.
+    progress : bool
+        Progress bar over the supercells.
+
+    Returns
+    -------
+    CompoundEvaluation
+    """
+    structures = [force_set.reference] + [
+        force_set.supercells[i] for i in force_set.harmonic_indices
+    ]
+    before = calculator.n_force_evaluations
+    _, forces = calculator.compute(structures, progress=progress)
+    n_evals = calculator.n_force_evaluations - before
+    model_forces = forces[1:] - forces[0][None]
+    dft_forces = _dft_harmonic_forces(force_set)
+    freq_dft, weights, mesh = dft_frequencies(force_set)
+    freq_model, _, _ = frequencies_from_forces(force_set, model_forces)
+    per_q = np.abs(freq_model - freq_dft).mean(axis=1)
+    return CompoundEvaluation(
+        name=force_set.name,
+        frequency_mae_thz=float(np.average(per_q, weights=weights)),
+        force_mae_ev_per_angstrom=float(np.abs(model_forces - dft_forces).mean()),
+        n_supercells=len(force_set.harmonic_indices),
+        n_force_evaluations=int(n_evals),
+        mesh=mesh,
+        dft_min_frequency_thz=float(freq_dft.min()),
+        model_min_frequency_thz=float(freq_model.min()),
+    )
+
+
+def evaluate(
+    force_sets: Sequence[ForceSet], calculator: ForceCalculator, progress: bool = False
+) -> EvaluationResult:
+    """Evaluate a potential on several DFT force sets.
+
+    Parameters
+    ----------
+    force_sets : sequence of ForceSet
+    calculator : ForceCalculator
+    progress : bool
+        Progress bar over the compounds.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    if not force_sets:
+        raise ValueError("no force sets to evaluate")
+    calculator.check_elements({e for s in force_sets for e in s.elements})
+    items = list(force_sets)
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, desc="evaluate", unit="compound")
+    return EvaluationResult(
+        compounds=[evaluate_force_set(s, calculator) for s in items], model=calculator.name
+    )

@@ -1,0 +1,663 @@
+"""Fine-tune a pretrained matgl potential on DFT phonon force sets (matgl + lightning).
+
+The potential is loaded with :func:`tdphonon.potentials.load_potential` (legacy message
+convention restored), trained with a :class:`matgl.utils.training.PotentialLightningModule`
+whose loss masks absent labels (force-only phonon sets have no energies; a batch without any
+energy or stress label contributes no energy / stress loss, instead of NaN), and saved with
+:func:`tdphonon.potentials.save_potential`, so that ``matgl.load_model`` and tdphonon load it
+in the right convention. The pretrained ``data_mean``, ``data_std`` and element reference
+energies are kept (they are buffers of the loaded potential and are not trained).
+
+Model selection is on a *phonon* metric: after every ``validate_every`` epochs the frequency
+MAE on the validation compounds (:mod:`tdphonon.evaluation`, compounds never seen in
+training) is computed; the best epoch is kept and training stops after ``patience``
+validations without improvement. A forgetting guard compares the energies and forces of the
+fine-tuned and the pretrained model on structures outside the training set.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tdphonon.evaluation import EvaluationResult, evaluate
+from tdphonon.forcesets import ForceSet, ForceSetError
+
+if TYPE_CHECKING:
+    from ase import Atoms
+    from matgl.apps.pes import Potential
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FineTuneResult",
+    "FineTuneSettings",
+    "build_samples",
+    "finetune",
+    "forgetting_guard",
+]
+
+#: Displacement (Å) at which the force-constant weighting of a supercell is 1.
+REFERENCE_DISPLACEMENT = 0.01
+
+#: eV/Å³ -> GPa
+EV_PER_A3_TO_GPA = 160.21766208
+
+
+@dataclass
+class FineTuneSettings:
+    """Settings of a fine-tuning run.
+
+    Parameters
+    ----------
+    energy_weight, force_weight, stress_weight : float
+        Loss weights (energies per atom in eV, forces in eV/Å, stresses in GPa). Structures
+        without an energy or stress label never enter those terms.
+    loss : {"mse", "huber", "l1"}
+        Loss function.
+    lr : float
+        Peak learning rate (Adam).
+    lr_min_ratio : float
+        Cosine decay of the learning rate over ``max_epochs`` down to ``lr * lr_min_ratio``.
+    max_epochs : int
+        Maximum number of epochs.
+    batch_size : int
+        Supercells per optimisation step.
+    validate_every : int
+        Phonon validation every this many epochs (and before training).
+    patience : int
+        Early stopping after this many phonon validations without improvement.
+    trainable : str or list of str
+        ``"all"``; ``"readout"`` (only ``model.final_layer``); ``"interactions"``
+        (graph layers, three-body interactions and readout; embeddings frozen); or a list
+        of parameter-name prefixes to train.
+    seed : int
+        Seed for the shuffling and the initialisation of anything random (deterministic on
+        CPU).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    max_grad_norm : float or None
+        Gradient clipping.
+    force_constant_weighting : bool
+        Weight the force loss of each supercell by ``(0.01 Å / u_max)²``, u_max its largest
+        atomic displacement from the undisplaced supercell: the loss then measures force
+        errors per unit displacement, i.e. errors of the force constants (Hessian columns),
+        so that 0.01 Å finite-displacement sets are not drowned by large-displacement sets.
+    subtract_reference : bool
+        Train on forces relative to the undisplaced supercell (predicted forces minus the
+        model's forces on the undisplaced supercell, DFT forces minus the DFT residual forces
+        when the set has them): exactly what the force constants are built from, so the
+        model's residual forces at the DFT geometry (a lattice-constant mismatch) do not
+        dominate the loss. False: plain forces.
+    """
+
+    energy_weight: float = 1.0
+    force_weight: float = 1.0
+    stress_weight: float = 0.0
+    loss: str = "mse"
+    lr: float = 1e-4
+    lr_min_ratio: float = 0.1
+    max_epochs: int = 10
+    batch_size: int = 4
+    validate_every: int = 1
+    patience: int = 3
+    trainable: str | list[str] = "all"
+    seed: int = 0
+    device: str = "cpu"
+    max_grad_norm: float | None = 10.0
+    force_constant_weighting: bool = True
+    subtract_reference: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("energy_weight", "force_weight", "stress_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.loss not in ("mse", "huber", "l1"):
+            raise ValueError(f"loss must be 'mse', 'huber' or 'l1', got {self.loss!r}")
+        if self.lr <= 0 or self.max_epochs < 0 or self.batch_size < 1:
+            raise ValueError("lr must be > 0, max_epochs >= 0, batch_size >= 1")
+        if self.validate_every < 1 or self.patience < 1:
+            raise ValueError("validate_every and patience must be >= 1")
+
+
+@dataclass
+class FineTuneResult:
+    """Outcome of :func:`finetune`.
+
+    Attributes
+    ----------
+    potential : matgl.apps.pes.Potential
+        The fine-tuned potential (best validation epoch), convention preserved.
+    model_dir : Path or None
+        Where it was saved.
+    before, after : EvaluationResult or None
+        Phonon evaluation on the validation compounds with the pretrained / fine-tuned model.
+    history : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``train_force_mae``, ``train_energy_mae``,
+        ``val_frequency_mae_thz`` (when validated), ``lr``.
+    best_epoch : int
+        Epoch of the kept weights (0 = pretrained).
+    training_time_s : float
+    forgetting : dict
+        See :func:`forgetting_guard`.
+    provenance : dict
+        Base model, data, settings, metrics (also written to ``provenance.json``).
+    """
+
+    potential: Potential
+    model_dir: Path | None
+    before: EvaluationResult | None
+    after: EvaluationResult | None
+    history: list[dict[str, Any]]
+    best_epoch: int
+    training_time_s: float
+    forgetting: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+def _sample(converter: Any, atoms: Atoms, forces: Any, energy: Any, stress: Any, weight: float):
+    import matgl
+    import torch
+
+    graph, lattice, state = converter.get_graph(atoms)
+    labels = {
+        "force_weight": float(weight),
+        "energies": float("nan") if energy is None else float(energy),
+        "forces": torch.as_tensor(np.asarray(forces), dtype=matgl.float_th),
+        "stresses": (
+            torch.full((3, 3), float("nan"), dtype=matgl.float_th)
+            if stress is None
+            else torch.as_tensor(-EV_PER_A3_TO_GPA * np.asarray(stress), dtype=matgl.float_th)
+        ),
+    }
+    return (
+        graph,
+        torch.as_tensor(lattice, dtype=matgl.float_th).reshape(1, 3, 3),
+        torch.as_tensor(np.asarray(state), dtype=matgl.float_th),
+        labels,
+    )
+
+
+def build_samples(
+    force_sets: Sequence[ForceSet],
+    potential: Potential,
+    batch_size: int = 4,
+    force_constant_weighting: bool = True,
+    seed: int = 0,
+) -> list[list[tuple]]:
+    """matgl training batches: per compound, the undisplaced supercell + displaced ones.
+
+    Every batch ("chunk") holds the undisplaced supercell of one force set first, followed by
+    up to ``batch_size`` of its displaced supercells (seeded random grouping), so that the
+    loss can compare forces *relative to the undisplaced supercell*, as the phonon protocol
+    of :mod:`tdphonon.evaluation` does.
+
+    Each sample is ``(graph, lattice, state_attr, labels)``; labels: ``energies`` (eV, NaN
+    when absent), ``forces`` (eV/Å; for the undisplaced supercell the DFT residual forces if
+    the set has them, else zeros, used only as the reference of the differences),
+    ``stresses`` ((3, 3) GPa in matgl's sign convention, NaN when absent) and
+    ``force_weight`` (see :class:`FineTuneSettings`). Graphs come from matgl's
+    ``Atoms2Graph`` with the model's elements and cutoff, as in
+    :class:`tdphonon.potentials.MatglCalculator`.
+    """
+    from ase.geometry import find_mic
+    from matgl.ext.ase import Atoms2Graph
+
+    model = potential.model
+    converter = Atoms2Graph(tuple(model.element_types), float(model.cutoff))
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for fs in force_sets:
+        ref_forces = (
+            fs.reference_forces
+            if fs.reference_forces is not None
+            else np.zeros((len(fs.reference), 3))
+        )
+        reference = _sample(converter, fs.reference, ref_forces, fs.reference_energy, None, 0.0)
+        samples = []
+        for atoms, forces, energy, stress in zip(
+            fs.supercells, fs.forces, fs.energies, fs.stresses, strict=True
+        ):
+            u_max = float(
+                np.linalg.norm(
+                    find_mic(atoms.positions - fs.reference.positions, fs.reference.cell)[0],
+                    axis=1,
+                ).max()
+            )
+            weight = (
+                (REFERENCE_DISPLACEMENT / max(u_max, 1e-3)) ** 2
+                if force_constant_weighting
+                else 1.0
+            )
+            samples.append(_sample(converter, atoms, forces, energy, stress, weight))
+        order = rng.permutation(len(samples))
+        for start in range(0, len(samples), batch_size):
+            chunks.append([reference] + [samples[i] for i in order[start : start + batch_size]])
+    return chunks
+
+
+def _collate(chunks: list) -> tuple:
+    import torch
+    from matgl.graph.data import collate_fn_pes
+
+    (batch,) = chunks
+    g, lat, state, e, f, s = collate_fn_pes(batch, include_stress=True)
+    weights = torch.cat(
+        [
+            torch.full((len(labels["forces"]), 1), float(labels["force_weight"]), dtype=f.dtype)
+            for *_, labels in batch
+        ]
+    )
+    return g, lat.reshape(-1, 3, 3), state, e, f, s, weights
+
+
+# ---------------------------------------------------------------------------------------------
+# lightning module
+# ---------------------------------------------------------------------------------------------
+
+
+def _module_class() -> type:
+    import torch
+    from matgl.utils.training import PotentialLightningModule
+
+    class MaskedPotentialModule(PotentialLightningModule):
+        """PotentialLightningModule training a given (convention-fixed) Potential.
+
+        Absent energy / stress labels (NaN) are masked per structure; a batch with none
+        contributes zero to that term. The learning rate follows a cosine decay over the
+        epochs (one scheduler step per epoch).
+        """
+
+        def __init__(self, potential: Potential, settings: FineTuneSettings) -> None:
+            loss = {"mse": "mse_loss", "huber": "huber_loss", "l1": "l1_loss"}[settings.loss]
+            super().__init__(
+                model=potential.model,
+                energy_weight=settings.energy_weight,
+                force_weight=settings.force_weight,
+                stress_weight=settings.stress_weight,
+                data_mean=potential.data_mean.detach().clone(),
+                data_std=potential.data_std.detach().clone(),
+                loss=loss,
+                lr=settings.lr,
+            )
+            # train the loaded potential itself: keeps its element refs, data_mean/std,
+            # convention and tdphonon_info
+            self.model = potential
+            potential.calc_stresses = settings.stress_weight > 0
+            self.settings = settings
+
+        def step(self, batch: tuple) -> tuple[dict[str, Any], int]:
+            g, lat, state_attr, energies, forces, stresses, weights = batch
+            torch.set_grad_enabled(True)
+            out = self.model(g=g, lat=lat, state_attr=state_attr)
+            num_atoms = torch.bincount(g.batch)
+            n_ref = int(num_atoms[0])  # the chunk's undisplaced supercell comes first
+            f_pred, f_label = out[1], forces
+            if self.settings.subtract_reference:
+                # forces relative to the undisplaced supercell, for labels and predictions
+                f_pred = (f_pred[n_ref:].view(-1, n_ref, 3) - f_pred[:n_ref]).view(-1, 3)
+                f_label = (f_label[n_ref:].view(-1, n_ref, 3) - f_label[:n_ref]).view(-1, 3)
+            else:
+                f_pred, f_label = f_pred[n_ref:], f_label[n_ref:]
+            self._force_weights = weights[n_ref:]
+            results = self.loss_fn(
+                self.loss, (energies, f_label, stresses), (out[0], f_pred, out[2]), num_atoms
+            )
+            return results, len(energies) - 1
+
+        def loss_fn(self, loss, labels, preds, num_atoms=None):
+            e_label, f_label, s_label = labels
+            e_pred, f_pred, s_pred = preds
+            e_pred = e_pred.reshape(-1)
+            zero = f_pred.sum() * 0.0
+            e_mask = ~torch.isnan(e_label)
+            if e_mask.any():
+                e_l = e_label[e_mask] / num_atoms[e_mask]
+                e_p = e_pred[e_mask] / num_atoms[e_mask]
+                e_loss = loss(e_p, e_l, **self.loss_params)
+                e_mae = (e_p - e_l).abs().mean()
+            else:
+                e_loss, e_mae = zero, zero.detach()
+            # per-supercell weights (force-constant weighting): sqrt(w) scales the residual
+            root_w = torch.sqrt(self._force_weights)
+            f_loss = loss(root_w * f_pred, root_w * f_label, **self.loss_params)
+            f_mae = (f_pred - f_label).abs().mean()
+            total = self.energy_weight * e_loss + self.force_weight * f_loss
+            s_mae = zero.detach()
+            if self.model.calc_stresses:
+                s_mask = ~torch.isnan(s_label).any(dim=1)
+                if s_mask.any():
+                    s_loss = loss(s_pred[s_mask], s_label[s_mask], **self.loss_params)
+                    s_mae = (s_pred[s_mask] - s_label[s_mask]).abs().mean()
+                    total = total + self.stress_weight * s_loss
+            return {
+                "Total_Loss": total,
+                "Energy_MAE": e_mae,
+                "Force_MAE": f_mae,
+                "Stress_MAE": s_mae,
+            }
+
+        def configure_optimizers(self):
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            optimizer = torch.optim.Adam(params, lr=self.lr, eps=1e-8)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer,
+                T_max=max(1, self.settings.max_epochs),
+                eta_min=self.lr * self.settings.lr_min_ratio,
+            )
+            return [optimizer], [scheduler]
+
+    return MaskedPotentialModule
+
+
+def _set_trainable(potential: Potential, trainable: str | list[str]) -> dict[str, int]:
+    """Freeze parameters; return counts of trainable / frozen parameters."""
+    if trainable == "all":
+        prefixes = ["model."]
+    elif trainable == "readout":
+        prefixes = ["model.final_layer"]
+    elif trainable == "interactions":
+        prefixes = ["model.graph_layers", "model.three_body_interactions", "model.final_layer"]
+    elif isinstance(trainable, str):
+        raise ValueError(
+            f"trainable must be 'all', 'readout', 'interactions' or a list of parameter-name "
+            f"prefixes, got {trainable!r}"
+        )
+    else:
+        prefixes = list(trainable)
+    counts = {"trainable": 0, "frozen": 0}
+    matched = False
+    for name, param in potential.named_parameters():
+        train = name.startswith(tuple(prefixes)) and "element_refs" not in name
+        matched |= train
+        param.requires_grad_(train)
+        counts["trainable" if train else "frozen"] += param.numel()
+    if not matched:
+        raise ValueError(f"no parameter matches the trainable prefixes {prefixes}")
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# forgetting guard
+# ---------------------------------------------------------------------------------------------
+
+
+def forgetting_guard(
+    pretrained: Any, finetuned: Any, structures: Sequence[Atoms]
+) -> dict[str, Any]:
+    """Change of energies and forces between two potentials on structures outside training.
+
+    Parameters
+    ----------
+    pretrained, finetuned : ForceCalculator
+    structures : sequence of ase.Atoms
+        Structures not used in training.
+
+    Returns
+    -------
+    dict
+        ``n_structures``, ``energy_change_mae_ev_per_atom`` (mean |ΔE|/atom),
+        ``energy_change_mae_ev_per_atom_shifted`` (after removing the mean per-atom shift,
+        i.e. the change of relative energies), ``force_change_mae_ev_per_angstrom``,
+        ``force_change_max_ev_per_angstrom``.
+    """
+    if not structures:
+        return {"n_structures": 0}
+    e0, f0 = pretrained.compute_ragged(structures)
+    e1, f1 = finetuned.compute_ragged(structures)
+    n = np.array([len(a) for a in structures])
+    de = (e1 - e0) / n
+    df = np.concatenate([np.abs(a - b).reshape(-1) for a, b in zip(f1, f0, strict=True)])
+    return {
+        "n_structures": len(structures),
+        "energy_change_mae_ev_per_atom": float(np.abs(de).mean()),
+        "energy_change_mae_ev_per_atom_shifted": float(np.abs(de - de.mean()).mean()),
+        "force_change_mae_ev_per_angstrom": float(df.mean()),
+        "force_change_max_ev_per_angstrom": float(df.max()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# main entry
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_data(train: Sequence[ForceSet], potential: Potential, base: str) -> None:
+    from tdphonon.potentials import UnsupportedElementError
+
+    if not train or sum(len(s) for s in train) == 0:
+        raise ForceSetError("the training set is empty")
+    known = set(potential.model.element_types)
+    missing = {e for s in train for e in s.elements} - known
+    if missing:
+        raise UnsupportedElementError(missing, base)
+
+
+def finetune(
+    base_model: str | os.PathLike,
+    train: Sequence[ForceSet],
+    validation: Sequence[ForceSet] = (),
+    settings: FineTuneSettings | None = None,
+    out_dir: str | os.PathLike | None = None,
+    guard_structures: Sequence[Atoms] | None = None,
+    progress: bool = False,
+) -> FineTuneResult:
+    """Fine-tune a pretrained matgl potential on DFT force sets.
+
+    Parameters
+    ----------
+    base_model : str or os.PathLike
+        matgl model folder or hub name, loaded with
+        :func:`tdphonon.potentials.load_potential`.
+    train : sequence of ForceSet
+        Training compounds.
+    validation : sequence of ForceSet
+        Validation compounds (never trained on): phonon-frequency MAE for model selection
+        and early stopping. Without them, the last epoch is kept.
+    settings : FineTuneSettings, optional
+    out_dir : str or os.PathLike, optional
+        Save the model here (:func:`tdphonon.potentials.save_potential`) with
+        ``provenance.json``.
+    guard_structures : sequence of ase.Atoms, optional
+        Structures for the forgetting guard; default: the undisplaced and first displaced
+        supercell of every validation compound.
+    progress : bool
+        Show lightning's progress bar.
+
+    Returns
+    -------
+    FineTuneResult
+
+    Raises
+    ------
+    ForceSetError
+        Empty training set, or a compound both in training and validation.
+    UnsupportedElementError
+        An element the base model does not know (before any training).
+    """
+    import lightning as pl
+    import torch
+    from torch.utils.data import DataLoader
+
+    from tdphonon import __version__
+    from tdphonon.potentials import MatglCalculator, load_potential, save_potential
+
+    settings = settings or FineTuneSettings()
+    overlap = {s.name for s in train} & {s.name for s in validation}
+    if overlap:
+        raise ForceSetError(f"compound(s) {sorted(overlap)} both in training and validation")
+    potential = load_potential(base_model)
+    base_name = potential.tdphonon_info["name"]
+    _check_data(train, potential, base_name)
+    if validation:
+        _check_data(validation, potential, base_name)
+    device = "cpu"
+    if settings.device != "cpu":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+
+    pretrained_calc = MatglCalculator(copy.deepcopy(potential), device=device)
+    param_counts = _set_trainable(potential, settings.trainable)
+    chunks = build_samples(
+        train, potential, settings.batch_size, settings.force_constant_weighting, settings.seed
+    )
+    generator = torch.Generator().manual_seed(settings.seed)
+    loader = DataLoader(
+        chunks,
+        batch_size=1,
+        shuffle=True,
+        collate_fn=_collate,
+        generator=generator,
+        num_workers=0,
+    )
+
+    history: list[dict[str, Any]] = []
+    state: dict[str, Any] = {"best": np.inf, "best_epoch": 0, "bad": 0, "weights": None}
+
+    def validate() -> EvaluationResult | None:
+        if not validation:
+            return None
+        calc = MatglCalculator(potential, device=device)
+        result = evaluate(validation, calc)
+        potential.train()
+        return result
+
+    before = validate()
+    if before is not None:
+        state["best"] = before.frequency_mae_thz
+        state["weights"] = copy.deepcopy(potential.state_dict())
+
+    class PhononValidation(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            epoch = trainer.current_epoch + 1
+            metrics = trainer.callback_metrics
+            record = {
+                "epoch": epoch,
+                "train_loss": float(metrics.get("train_Total_Loss", np.nan)),
+                "train_force_mae": float(metrics.get("train_Force_MAE", np.nan)),
+                "train_energy_mae": float(metrics.get("train_Energy_MAE", np.nan)),
+                "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+            }
+            if validation and (
+                epoch % settings.validate_every == 0 or epoch == settings.max_epochs
+            ):
+                result = validate()
+                mae = result.frequency_mae_thz
+                record["val_frequency_mae_thz"] = mae
+                record["val_force_mae"] = result.force_mae_ev_per_angstrom
+                if mae < state["best"] - 1e-6:
+                    state.update(best=mae, best_epoch=epoch, bad=0)
+                    state["weights"] = copy.deepcopy(potential.state_dict())
+                else:
+                    state["bad"] += 1
+                    if state["bad"] >= settings.patience:
+                        trainer.should_stop = True
+            history.append(record)
+            logger.info("fine-tune epoch %d: %s", epoch, record)
+
+    quiet = warnings.catch_warnings()
+    quiet.__enter__()  # left in the finally clause below
+    for pattern in (
+        ".*potential.*",
+        ".*val_dataloader.*",
+        ".*LeafSpec.*",
+        ".*copy construct from a tensor.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    rank_zero_level = rank_zero.level
+    rank_zero.setLevel(logging.WARNING)
+    module = _module_class()(potential, settings)
+    t0 = time.perf_counter()
+    # matgl's Potential builds the force graph for parameter gradients only in train mode
+    potential.train()
+    if settings.max_epochs > 0:
+        trainer = pl.Trainer(
+            max_epochs=settings.max_epochs,
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=1,
+            deterministic=True,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            gradient_clip_val=settings.max_grad_norm,
+            callbacks=[PhononValidation()],
+        )
+        try:
+            trainer.fit(module, train_dataloaders=loader)
+        finally:
+            rank_zero.setLevel(rank_zero_level)
+            quiet.__exit__(None, None, None)
+    else:
+        rank_zero.setLevel(rank_zero_level)
+        quiet.__exit__(None, None, None)
+    training_time = time.perf_counter() - t0
+    if validation and state["weights"] is not None:
+        potential.load_state_dict(state["weights"])
+    else:
+        state["best_epoch"] = len(history)
+    for param in potential.parameters():
+        param.requires_grad_(True)
+    potential.eval()
+    potential.calc_stresses = False
+
+    finetuned_calc = MatglCalculator(potential, device=device)
+    after = evaluate(validation, finetuned_calc) if validation else None
+    if guard_structures is None:
+        guard_structures = [a for s in validation for a in (s.reference, s.supercells[0])]
+    forgetting = forgetting_guard(pretrained_calc, finetuned_calc, list(guard_structures))
+    potential.to("cpu")
+
+    provenance = {
+        "base_model": pretrained_calc.provenance(),
+        "train": [s.summary() for s in train],
+        "validation": [s.summary() for s in validation],
+        "settings": asdict(settings),
+        "parameters": param_counts,
+        "best_epoch": state["best_epoch"],
+        "history": history,
+        "metrics": {
+            "validation_before": before.as_dict() if before else None,
+            "validation_after": after.as_dict() if after else None,
+            "forgetting": forgetting,
+            "training_time_s": training_time,
+            "n_training_supercells": sum(len(s) for s in train),
+        },
+        "tdphonon_version": __version__,
+    }
+    model_dir = None
+    if out_dir is not None:
+        model_dir = save_potential(
+            potential,
+            out_dir,
+            metadata={"finetune": {"base_model": base_name, "best_epoch": state["best_epoch"]}},
+        )
+        (Path(model_dir) / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    return FineTuneResult(
+        potential=potential,
+        model_dir=None if model_dir is None else Path(model_dir),
+        before=before,
+        after=after,
+        history=history,
+        best_epoch=state["best_epoch"],
+        training_time_s=training_time,
+        forgetting=forgetting,
+        provenance=provenance,
+    )

@@ -1,0 +1,337 @@
+"""Phonon evaluation protocol, fine-tuning (matgl + lightning) and the stored-model round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from tdphonon.evaluation import MESH_LENGTH, dft_frequencies, evaluate
+from tdphonon.forcesets import ForceSet, ForceSetError, read_force_sets, read_phono3py
+from tdphonon.potentials import ForceCalculator
+
+
+class LookupCalculator(ForceCalculator):
+    """Returns given forces for given structures (matched by positions); zeros otherwise."""
+
+    def __init__(self, force_set: ForceSet, scale: float = 1.0) -> None:
+        super().__init__("lookup")
+        self.table = [
+            (a.positions, f * scale)
+            for a, f in zip(force_set.supercells, force_set.forces, strict=True)
+        ]
+
+    def _evaluate_batch(self, structures):
+        forces = []
+        for atoms in structures:
+            match = [f for p, f in self.table if np.allclose(p, atoms.positions, atol=1e-9)]
+            forces.append(match[0] if match else np.zeros((len(atoms), 3)))
+        return np.zeros(len(structures)), forces
+
+    def provenance(self):
+        return {"name": "lookup", "kind": "test"}
+
+    def as_ase_calculator(self):
+        raise NotImplementedError
+
+
+@pytest.fixture(scope="module")
+def sets(shared_dir):
+    folder = shared_dir / "data" / "phonon-forcesets"
+    return {
+        s.name: s
+        for s in read_force_sets([folder / "NaCl", folder / "MgO", folder / "ZrAlNi_P-62m"])
+    }
+
+
+def test_dft_frequencies_match_phonopy(sets):
+    import phonopy
+
+    for fs in sets.values():
+        ph = phonopy.load(fs.source, log_level=0, is_nac=False)
+        ph.run_mesh(MESH_LENGTH, is_gamma_center=True)
+        freqs, weights, mesh = dft_frequencies(fs)
+        np.testing.assert_allclose(freqs, ph.mesh.frequencies, atol=1e-5)
+        assert mesh == list(ph.mesh.mesh_numbers) and weights.sum() == np.prod(mesh)
+
+
+def test_evaluating_dft_against_itself_gives_zero(sets):
+    result = evaluate([sets["NaCl"]], LookupCalculator(sets["NaCl"]))
+    nacl = result.compounds[0]
+    assert nacl.frequency_mae_thz < 1e-6 and nacl.force_mae_ev_per_angstrom < 1e-12
+    assert nacl.n_force_evaluations == 3  # 2 displaced + the undisplaced supercell
+    # forces scaled by 4 -> frequencies doubled: MAE = mean |nu| of the DFT phonons
+    scaled = evaluate([sets["NaCl"]], LookupCalculator(sets["NaCl"], 4.0)).compounds[0]
+    freqs, weights, _ = dft_frequencies(sets["NaCl"])
+    expected = np.average(np.abs(freqs).mean(axis=1), weights=weights)
+    assert scaled.frequency_mae_thz == pytest.approx(expected, rel=1e-4)
+    # a random-displacement set (symfc) against itself
+    rd = read_phono3py(
+        sets["NaCl"].source.split("phonon-forcesets")[0]
+        + "phono3py/NaCl-rd__phono3py_params_NaCl.yaml.xz"
+    )[0]
+    rd_result = evaluate([rd], LookupCalculator(rd)).compounds[0]
+    assert rd_result.frequency_mae_thz < 1e-5 and rd_result.n_force_evaluations == 101
+
+
+def test_evaluate_cli_json(tmp_path, shared_dir, m3gnet_path):
+    from tdphonon.cli import main
+
+    out = tmp_path / "ev.json"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(m3gnet_path),
+            "-q",
+            "--json",
+            str(out),
+            str(shared_dir / "data" / "phonon-forcesets" / "NaCl"),
+        ]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["overall"]) >= {"frequency_mae_thz", "force_mae_ev_per_angstrom"}
+    assert doc["compounds"][0]["name"] == "NaCl"
+    assert 0 < doc["overall"]["frequency_mae_thz"] < 1.0
+    assert main(["evaluate", "--model", "emt", str(tmp_path / "missing")]) == 2
+
+
+# -- fine-tuning -----------------------------------------------------------------------------
+
+SETTINGS = {"max_epochs": 3, "batch_size": 1, "lr": 1e-4, "seed": 7}
+
+
+def _weights(potential):
+    return {k: v.detach().clone() for k, v in potential.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, sets, m3gnet_path):
+    from tdphonon.finetune import FineTuneSettings, finetune
+
+    out = tmp_path_factory.mktemp("ft") / "model"
+    result = finetune(
+        m3gnet_path,
+        [sets["NaCl"], sets["MgO"]],
+        [],
+        FineTuneSettings(**SETTINGS),
+        out_dir=out,
+        guard_structures=[sets["ZrAlNi_P-62m"].reference],
+    )
+    return result
+
+
+def test_finetune_lowers_training_error_and_saves(tuned, sets, m3gnet_path):
+    from tdphonon.potentials import MatglCalculator, get_calculator
+
+    train = [sets["NaCl"], sets["MgO"]]
+    before = evaluate(train, get_calculator(m3gnet_path, device="cpu"))
+    after = evaluate(train, MatglCalculator(tuned.potential, device="cpu"))
+    # force-only data (no energies at all) trained: the phonons of the training set improve
+    assert after.frequency_mae_thz < 0.9 * before.frequency_mae_thz
+
+    # ... and so does the trained quantity: RMS error of forces relative to the undisplaced cell
+    def rms(calc):
+        errors = []
+        for fs in train:
+            forces = calc.compute([fs.reference, *fs.supercells])[1]
+            errors.append((forces[1:] - forces[0] - np.stack(fs.forces)).ravel())
+        return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
+
+    assert rms(MatglCalculator(tuned.potential, device="cpu")) < 0.8 * rms(
+        get_calculator(m3gnet_path, device="cpu")
+    )
+    assert len(tuned.history) == 3 and tuned.best_epoch == 3
+    assert all(np.isfinite(h["train_loss"]) for h in tuned.history)
+    assert tuned.history[0]["train_energy_mae"] == 0.0  # masked, not NaN
+    assert tuned.before is None  # no validation compounds
+    # forgetting guard on a compound outside training: measured, nonzero, small
+    assert tuned.forgetting["n_structures"] == 1
+    assert 0 < tuned.forgetting["force_change_mae_ev_per_angstrom"] < 0.1
+    prov = json.loads((tuned.model_dir / "provenance.json").read_text())
+    assert prov["base_model"]["name"] == "M3GNet-MP-2021.2.8-PES"
+    assert prov["settings"]["seed"] == 7
+    # pretrained normalisation kept
+    assert float(tuned.potential.data_std) == pytest.approx(4.5861, abs=1e-4)
+
+
+def test_saved_model_loads_both_ways(tuned, sets):
+    import matgl
+
+    from tdphonon import _matgl_legacy as legacy
+    from tdphonon.potentials import MatglCalculator, get_calculator, load_potential
+
+    folder = tuned.model_dir
+    sidecar = json.loads((folder / "tdphonon.json").read_text())
+    assert sidecar["message_convention"] == "destination"  # as the pretrained weights
+    structures = [sets["MgO"].supercells[0]]
+    ref = MatglCalculator(tuned.potential, device="cpu").compute(structures)[1]
+    ours = get_calculator(str(folder), device="cpu").compute(structures)[1]
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert load_potential(folder).tdphonon_info["message_convention"] == "destination"
+    plain = matgl.load_model(folder)  # loads; weights need the recorded convention
+    legacy.apply_m3gnet_destination_convention(plain)
+    plain.tdphonon_info = {"name": "plain"}
+    theirs = MatglCalculator(plain, device="cpu").compute(structures)[1]
+    np.testing.assert_allclose(theirs, ref, atol=1e-5)
+
+
+def test_finetune_deterministic_and_mixed_labels(sets, shared_dir, m3gnet_path):
+    from tdphonon.finetune import FineTuneSettings, finetune
+
+    rd = read_phono3py(
+        shared_dir / "data" / "phono3py" / "phono3py_params_MgO-222rd-444rd.yaml.xz"
+    )[0]
+    keep = [0, 1, 2, 3]
+    mixed = ForceSet(
+        **{
+            **vars(rd),
+            "supercells": [rd.supercells[i] for i in keep],
+            "forces": [rd.forces[i] for i in keep],
+            "energies": [rd.energies[0], None, rd.energies[2], None],
+            "stresses": [None] * 4,
+            "harmonic_indices": [0, 1, 2, 3],
+            "dataset": {"displacements": np.asarray(rd.dataset["displacements"])[keep]},
+            "metadata": {},
+        },
+    )
+    settings = FineTuneSettings(max_epochs=1, batch_size=3, lr=1e-3, seed=1, energy_weight=1.0)
+    runs = [finetune(m3gnet_path, [mixed, sets["NaCl"]], [], settings) for _ in range(2)]
+    w0, w1 = (_weights(r.potential) for r in runs)
+    assert all(np.array_equal(w0[k], w1[k]) for k in w0)
+    assert runs[0].history[0]["train_energy_mae"] > 0  # energies present are trained
+    assert np.isfinite(runs[0].history[0]["train_loss"])
+    other = finetune(
+        m3gnet_path,
+        [mixed, sets["NaCl"]],
+        [],
+        FineTuneSettings(max_epochs=1, batch_size=3, lr=1e-3, seed=2),
+    )
+    w2 = _weights(other.potential)
+    assert any(not np.array_equal(w0[k], w2[k]) for k in w0)
+
+
+def test_finetune_bad_input(sets, m3gnet_path):
+    from tdphonon.finetune import finetune
+    from tdphonon.potentials import UnsupportedElementError
+
+    with pytest.raises(ForceSetError, match="empty"):
+        finetune(m3gnet_path, [], [])
+    nacl = sets["NaCl"]
+    alien = [
+        Atoms(
+            ["Og" if s == "Cl" else s for s in a.get_chemical_symbols()],
+            cell=a.cell,
+            positions=a.positions,
+            pbc=True,
+        )
+        for a in nacl.supercells
+    ]
+    ref = alien[0].copy()
+    bad = ForceSet(**{**vars(nacl), "supercells": alien, "reference": ref, "metadata": {}})
+    with pytest.raises(UnsupportedElementError, match="Og"):
+        finetune(m3gnet_path, [bad], [])
+    with pytest.raises(ForceSetError, match="both in training and validation"):
+        finetune(m3gnet_path, [nacl], [nacl])
+
+
+def test_stored_model_round_trip(tmp_path, monkeypatch, sets, shared_dir, m3gnet_path):
+    import shutil
+
+    from jobflow import Flow
+    from pymatgen.core import Structure
+
+    from tdphonon.flows.finetune import FineTuneMaker
+    from tdphonon.flows.sscha import SSCHAMaker
+    from tdphonon.jobs.common import get_force_calculator
+    from tdphonon.potentials import ModelLoadError
+    from tdphonon.stores import embedded_store, run_flow
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TDPHONON_MODEL_CACHE", str(cache))
+    folder = shared_dir / "data" / "phonon-forcesets"
+    job = FineTuneMaker(
+        base_model=str(m3gnet_path), settings={"max_epochs": 1, "batch_size": 2}
+    ).make([folder / "NaCl", folder / "MgO"], validation=["MgO"])
+    store = embedded_store(tmp_path / "store")
+    run_flow(Flow([job]), store)
+    doc = store.get_output(job.uuid, load=True)
+    ref = doc["model"]
+    assert ref["uuid"] == job.uuid and ref["base_model"] == "M3GNet-MP-2021.2.8-PES"
+    assert doc["validation_before"]["compounds"][0]["name"] == "MgO"
+    # the archive lives in the data store, not in the document
+    raw = store.docs_store.query_one({"uuid": job.uuid})
+    assert "blob_uuid" in json.dumps(raw["output"]["model_archive"])
+    # another machine: empty cache, fetched from the store, hash verified
+    local = get_force_calculator(ref, "cpu", 4)  # from this worker's cache
+    shutil.rmtree(cache)
+    with pytest.raises(ModelLoadError, match="could not be fetched"):
+        get_force_calculator({**ref, "sha256": "0" * 64}, "cpu", 4)
+    fetched = get_force_calculator(ref, "cpu", 8, store=store)
+    assert (cache / ref["sha256"] / "model.json").is_file()
+    atoms = sets["NaCl"].supercells[0]
+    np.testing.assert_allclose(fetched.compute([atoms])[1], local.compute([atoms])[1], atol=1e-6)
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        shutil.rmtree(cache)
+        get_force_calculator(
+            {**ref, "sha256": "1" * 64, "uuid": ref["uuid"]}, "cpu", 4, store=store
+        )
+    # SSCHAMaker accepts the OutputReference (unchecked) and the stored reference (checked:
+    # fetched from the cache, which the fetch from the store fills again)
+    get_force_calculator(ref, "cpu", 4, store=store)
+    nacl = Structure.from_file(str(Path(__file__).parents[1] / "examples" / "NaCl.cif"))
+    flow = SSCHAMaker(model=job.output.model, relax=False).make(nacl, [300])
+    assert flow.jobs[0].function_kwargs["model"] == job.output.model
+    flow = SSCHAMaker(model=ref, relax=False).make(nacl, [300])
+    assert flow.jobs[0].function_kwargs["model"].startswith("tdphonon-model://")
+
+
+def test_finetune_then_sscha_flow(tmp_path, monkeypatch, shared_dir, m3gnet_path):
+    """FineTuneSSCHAMaker: relax, harmonic and SSCHA jobs all run with the stored model."""
+    from jobflow import run_locally
+    from pymatgen.core import Structure
+
+    from tdphonon.flows import FineTuneMaker, FineTuneSSCHAMaker, SSCHAMaker
+    from tdphonon.stores import embedded_store
+
+    monkeypatch.setenv("TDPHONON_MODEL_CACHE", str(tmp_path / "cache"))
+    folder = shared_dir / "data" / "phonon-forcesets"
+    maker = FineTuneSSCHAMaker(
+        finetune_maker=FineTuneMaker(
+            base_model=str(m3gnet_path),
+            validation=["MgO"],
+            settings={"max_epochs": 1, "batch_size": 2},
+        ),
+        sscha_maker=SSCHAMaker(
+            supercell_matrix=[2, 2, 2],
+            sscha_settings={
+                "max_iterations": 2,
+                "initial_snapshots": 8,
+                "max_snapshots": 16,
+                "frequency_tolerance": 0.5,
+            },
+        ),
+    )
+    nacl = Structure.from_file(str(Path(__file__).parents[1] / "examples" / "NaCl.cif"))
+    flow = maker.make([folder / "NaCl", folder / "MgO"], [nacl], [300])
+    store = embedded_store(tmp_path / "store")
+    run_locally(flow, store=store, create_folders=False, log=False, ensure_success=True)
+    sha = store.get_output(flow.jobs[0].uuid)["model"]["sha256"]
+    used = {
+        d["name"]: d["output"]["provenance"]["model"]
+        for d in store.query(
+            {"name": {"$in": ["harmonic", "sscha 300 K iteration 2"]}},
+            properties=["name", "output.provenance"],
+        )
+    }
+    assert set(used) == {"harmonic", "sscha 300 K iteration 2"}
+    assert all(
+        sha in model["path"] and model["message_convention"] == "destination"
+        for model in used.values()
+    )
+    docs = [store.get_output(ref.uuid, which="last", load=True) for ref in flow.jobs[1].output]
+    assert docs[0]["temperature"] == 300.0
