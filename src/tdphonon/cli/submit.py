@@ -1,0 +1,203 @@
+"""``tdphonon submit``: add a campaign (one flow per structure) to a FireWorks launchpad."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tdphonon.cli import CommandError
+
+SUBMIT_EPILOG = """\
+examples:
+  tdphonon submit structures/ --temperatures 100 300 600 --model /models/M3GNet-MP-2021.2.8-PES
+  tdphonon submit Si.cif NaCl.cif mp-149 --kappa --launchpad my_launchpad.yaml
+  tdphonon submit batch.json --finetune-data dft_forces/ --dry-run
+
+STRUCTURES are files (CIF, POSCAR/CONTCAR, *.vasp, pymatgen JSON of one structure or a
+list), folders of such files, or Materials Project ids (with MP_API_KEY set and the
+mp-api client installed). Each structure becomes one workflow: [fine-tuning ->] relax ->
+harmonic -> SSCHA iterations per temperature [-> thermal conductivity]. A structure
+already submitted with the same settings (same crystal, model, temperatures, options) is
+skipped, so re-running the same command is safe.
+
+Workers: force-evaluation-heavy jobs (SSCHA iterations, harmonic forces, fine-tuning)
+get the FireWorks category of --heavy-category (default gpu), the others
+--light-category (default cpu); start workers with an fworker file naming that category
+(workflows/my_fworker_gpu.yaml, workflows/my_fworker_cpu.yaml). Outputs go to each
+worker's jobflow JOB_STORE (workflows/jobflow.yaml: MongoDB + GridFS) unless --store is
+given here.
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``submit`` to the sub-command parsers."""
+    parser = sub.add_parser(
+        "submit",
+        help="submit a campaign of structures to FireWorks (one workflow per structure)",
+        description="Build one tdphonon workflow per structure and add the new ones to a "
+        "FireWorks launchpad; structures already submitted with the same settings are "
+        "skipped.",
+        epilog=SUBMIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("structures", nargs="+", help="structure files, folders or mp-ids")
+    parser.add_argument(
+        "-T",
+        "--temperatures",
+        nargs="+",
+        type=float,
+        default=[300.0],
+        metavar="K",
+        help="temperatures in K (default: 300)",
+    )
+    parser.add_argument(
+        "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
+    )
+    parser.add_argument(
+        "--finetune-data",
+        nargs="+",
+        metavar="PATH",
+        help="fine-tune the model on these data first; every SSCHA job uses the result",
+    )
+    parser.add_argument("--kappa", action="store_true", help="add the thermal conductivity")
+    parser.add_argument(
+        "--launchpad",
+        metavar="FILE",
+        help="my_launchpad.yaml (default: the FireWorks config, LaunchPad.auto_load())",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="FILE",
+        help="jobflow.yaml / JSON JobStore written into the workflows (default: each "
+        "worker's own JOB_STORE)",
+    )
+    parser.add_argument(
+        "--min-length",
+        type=float,
+        default=10.0,
+        metavar="ANGSTROM",
+        help="minimum periodic image distance of the supercell (default 10)",
+    )
+    parser.add_argument("--no-relax", action="store_true", help="keep the given geometries")
+    parser.add_argument("--statistics", choices=["quantum", "classical"], default="quantum")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        metavar="THZ",
+        help="target accuracy of renormalised frequencies, THz (default 0.05)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="auto", help="device of the jobs (default auto)")
+    parser.add_argument(
+        "--heavy-category",
+        default="gpu",
+        help="category of heavy jobs; 'none' for any worker (default gpu)",
+    )
+    parser.add_argument(
+        "--light-category",
+        default="cpu",
+        help="category of light jobs; 'none' for any worker (default cpu)",
+    )
+    parser.add_argument(
+        "--routing",
+        choices=["category", "fworker"],
+        default="category",
+        help="route with FireWorks _category or _fworker (default category)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=200,
+        help="workflows added per database round trip (default 200)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="build and check, submit nothing")
+    parser.add_argument(
+        "--resubmit", action="store_true", help="submit even structures already on the launchpad"
+    )
+    parser.add_argument("--mp-api-key", help="Materials Project API key (default $MP_API_KEY)")
+    parser.add_argument("--retries", type=int, default=3, help="database connection attempts")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="connection timeout per attempt, s (default: the config's, else 5)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the submission report as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or logs")
+    return parser
+
+
+def _category(value: str) -> str | None:
+    return None if value.strip().lower() in ("", "none", "any") else value
+
+
+def command(args: argparse.Namespace) -> int:
+    """Submit the campaign."""
+    from tdphonon.campaign import CampaignMaker, read_structures, submit_flows
+    from tdphonon.flows import SSCHAMaker
+    from tdphonon.query import connect_launchpad, connect_store
+    from tdphonon.stores import store_from_file
+
+    if args.batch_size < 1:
+        raise CommandError("--batch-size must be at least 1")
+    if args.retries < 1:
+        raise CommandError("--retries must be at least 1")
+    timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
+    launchpad = None
+    if not args.dry_run:
+        launchpad = connect_launchpad(args.launchpad, retries=args.retries, timeout_ms=timeout_ms)
+    store = None
+    if args.store:
+        store = connect_store(
+            store_from_file(args.store), retries=args.retries, timeout_ms=timeout_ms
+        )
+    structures = read_structures(args.structures, mp_api_key=args.mp_api_key)
+    sscha = SSCHAMaker(
+        model=args.model,
+        device=args.device,
+        relax=not args.no_relax,
+        min_length=args.min_length,
+        sscha_settings={
+            "statistics": args.statistics,
+            "frequency_tolerance": args.tolerance,
+            "seed": args.seed,
+        },
+    )
+    maker = CampaignMaker(
+        sscha_maker=sscha,
+        temperatures=args.temperatures,
+        finetune_data=args.finetune_data,
+        kappa=args.kappa,
+        heavy_category=_category(args.heavy_category),
+        light_category=_category(args.light_category),
+        routing=args.routing,
+    )
+    report = submit_flows(
+        structures,
+        maker,
+        launchpad,
+        store=store,
+        batch_size=args.batch_size,
+        skip_existing=not args.resubmit,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+    )
+    for name, reason in report.invalid:
+        print(f"invalid: {name}: {reason}")
+    print(("dry run: " if args.dry_run else "") + report.summary())
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(
+                {
+                    "submitted": report.submitted,
+                    "skipped": report.skipped,
+                    "invalid": report.invalid,
+                    "dry_run": args.dry_run,
+                },
+                handle,
+                indent=1,
+            )
+    return 1 if report.invalid and not report.submitted and not report.skipped else 0
