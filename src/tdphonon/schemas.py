@@ -22,12 +22,16 @@ from pymatgen.phonon.dos import PhononDos
 __all__ = [
     "Array",
     "HarmonicPhononDoc",
+    "JobFailureDoc",
+    "KappaDoc",
     "PopulationDoc",
     "PopulationPointer",
     "SSCHAContinuation",
     "SSCHAIterationDoc",
     "SSCHATemperatureDoc",
     "StoredOutput",
+    "ThermalConductivityDoc",
+    "ThirdOrderForceConstantsDoc",
 ]
 
 
@@ -223,3 +227,179 @@ class SSCHATemperatureDoc(BaseModel):
     provenance: dict[str, Any] = Field(
         description="model (potential provenance), seed, settings, tdphonon_version"
     )
+
+
+class JobFailureDoc(BaseModel):
+    """Why a job could not produce its result (stored instead of raising).
+
+    A job of a campaign that meets a failure inherent to the material or the potential
+    (non-finite forces, a diverging SSCHA, an unusable structure) outputs this document
+    and stops its children, so that the reason is in the JobStore, queryable, and the
+    other materials of the campaign go on.
+    """
+
+    failed: bool = Field(True, description="Always True: marks failure documents")
+    stage: str = Field(description="'harmonic' or 'sscha'")
+    temperature: float | None = Field(None, description="Temperature of the SSCHA stage, K")
+    iteration: int | None = Field(None, description="SSCHA iteration that failed, from 1")
+    error_type: str = Field(description="Exception class name, e.g. 'NonFiniteForcesError'")
+    reason: str = Field(description="One-line reason")
+    formula: str | None = Field(None, description="Reduced formula of the material")
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="Model and tdphonon version"
+    )
+
+
+# -- lattice thermal conductivity (tdphonon.jobs.conductivity) ----------------------------------
+
+
+class ThirdOrderForceConstantsDoc(BaseModel):
+    """Third-order force constants from the potential (output of ``fc3_job``)."""
+
+    structure: Structure = Field(description="Unit (= primitive) cell the fc3 belong to")
+    supercell_matrix: list[list[int]] = Field(
+        description="fc3 supercell of the unit cell (phonopy convention)"
+    )
+    n_supercell_atoms: int = Field(description="Atoms of the fc3 supercell")
+    fc3: Array = Field(description="Compact fc3, shape (n_unit, N, N, 3, 3, 3), eV/Å³ (data store)")
+    fc2: Array | None = Field(
+        None, description="fc2 fitted from the same supercells, (n_unit, N, 3, 3), eV/Å² (data)"
+    )
+    method: str = Field(description="'random' (random displacements + symfc) or 'finite'")
+    distance: float = Field(description="Displacement, Å")
+    random_seed: int | None = Field(None, description="Seed of the random displacements")
+    n_supercells: int = Field(description="Displaced fc3 supercells evaluated")
+    n_force_evaluations: int = Field(description="Supercell evaluations incl. the reference")
+    wall_time: float = Field(description="Seconds spent (forces and fit)")
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="model (potential provenance), tdphonon_version"
+    )
+
+
+class KappaDoc(BaseModel):
+    """Thermal conductivity of one fc2 with the shared fc3 (output of ``kappa_job``).
+
+    The mode-resolved arrays go to the JobStore's data store.
+    """
+
+    label: str = Field(description="'harmonic' or the SSCHA temperature, e.g. '300 K'")
+    temperatures: list[float] = Field(description="Temperatures, K")
+    kappa: list[list[float] | None] = Field(
+        description="Per temperature kappa, W/m-K (xx yy zz yz xz xy), None if not defined"
+    )
+    reasons: list[str | None] = Field(description="Per temperature why kappa is not defined")
+    min_frequency: float = Field(
+        description="Lowest fc2 frequency on the q-mesh (acoustic Gamma modes excluded), THz"
+    )
+    fc2_supercell_matrix: list[list[int]] = Field(description="fc2 supercell (phonopy)")
+    fc3_supercell_matrix: list[list[int]] = Field(description="fc3 supercell (phonopy)")
+    settings: dict[str, Any] = Field(description="ConductivitySettings (mesh, method, ...)")
+    qpoints: Array | None = Field(None, description="Irreducible q-points (data store)")
+    weights: Array | None = Field(None, description="Their weights (data store)")
+    frequencies: Array | None = Field(None, description="(n_q, n_band), THz (data store)")
+    group_velocities: Array | None = Field(None, description="(n_q, n_band, 3), THz Å (data store)")
+    gammas: Array | None = Field(
+        None, description="Linewidths (n_T, n_q, n_band), THz (data store)"
+    )
+    mode_kappa: Array | None = Field(
+        None, description="Mode kappa (n_T, n_q, n_band, 6), W/m-K (data store)"
+    )
+    heat_capacities: Array | None = Field(
+        None, description="Mode heat capacities (n_T, n_q, n_band), eV/K (data store)"
+    )
+    wall_time: float = Field(description="Seconds spent")
+
+
+class ThermalConductivityDoc(BaseModel):
+    """Kappa with harmonic and SSCHA-renormalised fc2 (same fc3), per temperature."""
+
+    formula: str = Field(description="Reduced formula")
+    structure: Structure = Field(description="Unit (standard primitive) cell")
+    temperatures: list[float] = Field(description="Temperatures, K")
+    kappa_harmonic: list[list[float] | None] = Field(
+        description="Per T kappa with the harmonic fc2, W/m-K (xx yy zz yz xz xy) or None"
+    )
+    kappa_renormalized: list[list[float] | None] = Field(
+        description="Per T kappa with the SSCHA fc2 at T, W/m-K, or None"
+    )
+    harmonic_reasons: list[str | None] = Field(description="Why harmonic kappa is not defined")
+    renormalized_reasons: list[str | None] = Field(
+        description="Why renormalised kappa is not defined or not computed"
+    )
+    ratio: list[list[float | None] | None] = Field(
+        description="Per T kappa_renormalized / kappa_harmonic per component (None where "
+        "either is undefined or the harmonic component vanishes)"
+    )
+    ratio_trace: list[float | None] = Field(
+        description="Per T ratio of the traces (isotropic average)"
+    )
+    harmonic_min_frequency: float | None = Field(
+        None, description="Lowest harmonic frequency on the q-mesh, THz"
+    )
+    renormalized_min_frequencies: list[float | None] = Field(
+        description="Lowest renormalised frequency on the q-mesh per T, THz"
+    )
+    fc3_method: str = Field(description="'random' or 'finite'")
+    fc3_supercell_matrix: list[list[int]] = Field(description="fc3 supercell (phonopy)")
+    fc2_supercell_matrix: list[list[int]] = Field(description="fc2 (SSCHA) supercell (phonopy)")
+    settings: dict[str, Any] = Field(description="ConductivitySettings and fc3 settings")
+    n_fc3_supercells: int = Field(description="Displaced fc3 supercells (force evaluations)")
+    n_harmonic_force_evaluations: int | None = Field(
+        None, description="Force evaluations of the harmonic fc2"
+    )
+    n_sscha_force_evaluations: list[int | None] = Field(
+        description="Force evaluations of the SSCHA at each T"
+    )
+    n_force_evaluations: int = Field(description="All supercell force evaluations")
+    kappa_uuids: dict[str, str] = Field(
+        description="uuid of each KappaDoc (mode-resolved data), keyed by its label"
+    )
+    provenance: dict[str, Any] = Field(default_factory=dict, description="tdphonon version")
+
+
+class StoredModel(BaseModel):
+    """Reference to a fine-tuned potential stored in a JobStore (see FineTuneDoc).
+
+    Pass it (or ``finetune_job.output.model``) as ``model`` to any tdphonon Maker or to
+    :func:`tdphonon.jobs.common.get_force_calculator`: the archive is fetched from the store
+    into a local cache (``$TDPHONON_MODEL_CACHE/<sha256>``), its hash verified and the model
+    loaded in the right message convention.
+    """
+
+    uuid: str = Field(description="uuid of the fine-tuning job whose output holds the archive")
+    sha256: str = Field(description="SHA-256 of the model archive (tar.gz)")
+    name: str = Field(description="Model name (folder name)")
+    n_bytes: int = Field(description="Size of the archive, bytes")
+    base_model: str | None = Field(None, description="Name of the pretrained base model")
+
+    @property
+    def uri(self) -> str:
+        """``tdphonon-model://<uuid>/<sha256>``: a string form accepted as ``model``."""
+        return f"tdphonon-model://{self.uuid}/{self.sha256}"
+
+
+class FineTuneDoc(BaseModel):
+    """Output of the fine-tuning job: the model (archive in the data store) and its metrics."""
+
+    model: StoredModel = Field(description="Reference to pass as model= to SSCHA Makers")
+    model_archive: str = Field(description="Model folder as a base64-encoded tar.gz (data store)")
+    base_model: dict[str, Any] = Field(description="Provenance of the pretrained potential")
+    data: list[dict[str, Any]] = Field(description="Training force sets (summaries)")
+    validation: list[dict[str, Any]] = Field(description="Validation force sets (summaries)")
+    settings: dict[str, Any] = Field(description="FineTuneSettings used")
+    validation_before: dict[str, Any] | None = Field(
+        None, description="Phonon evaluation of the pretrained model on validation (THz, eV/Å)"
+    )
+    validation_after: dict[str, Any] | None = Field(
+        None, description="Phonon evaluation of the fine-tuned model on validation"
+    )
+    frequency_mae_ratio: float | None = Field(
+        None, description="Validation frequency MAE pretrained / fine-tuned"
+    )
+    forgetting: dict[str, Any] = Field(
+        description="Change of energies/forces on structures outside training"
+    )
+    history: list[dict[str, Any]] = Field(description="Per-epoch losses and validation MAE")
+    best_epoch: int = Field(description="Epoch of the kept weights (0 = pretrained)")
+    training_time_s: float = Field(description="Wall time of training, s")
+    provenance: dict[str, Any] = Field(default_factory=dict, description="versions, host")

@@ -25,7 +25,7 @@ intermediate result goes to a jobflow JobStore: an embedded database on this
 machine by default, or MongoDB through a jobflow.yaml.
 """
 
-COMMANDS = ("run",)
+COMMANDS = ("run", "kappa", "submit", "query", "finetune", "evaluate")
 
 
 class CommandError(Exception):
@@ -34,6 +34,7 @@ class CommandError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from tdphonon.potentials import ModelLoadError, NonFiniteForcesError, UnsupportedElementError
+    from tdphonon.query import StoreUnreachableError
     from tdphonon.structures import StructureError
 
     return (
@@ -43,6 +44,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ModelLoadError,
         NonFiniteForcesError,
         FileNotFoundError,
+        StoreUnreachableError,
     )
 
 
@@ -91,4 +93,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tdphonon: interrupted; finished jobs are in the store", file=sys.stderr)
         return 130
-

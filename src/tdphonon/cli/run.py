@@ -44,15 +44,40 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="K",
         help="temperatures in K, done in the given order (default: 300)",
     )
+    add_sscha_options(run)
+    run.add_argument("--export", metavar="DIR", help="write phonopy files with force constants")
+    run.add_argument("--json", metavar="FILE", help="write a JSON summary")
     run.add_argument(
+        "--plots",
+        metavar="DIR",
+        default=".",
+        help="directory for band-structure and convergence plots (default: current)",
+    )
+    run.add_argument("--no-plots", action="store_true", help="do not write plots")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    run.add_argument(
+        "--kappa",
+        action="store_true",
+        help="also the lattice thermal conductivity with the harmonic and the SSCHA fc2 at "
+        "each T (fc3 once; see 'tdphonon kappa --help' and the options below)",
+    )
+    from tdphonon.cli.kappa import add_kappa_options
+
+    add_kappa_options(run)
+    return run
+
+
+def add_sscha_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the potential, store, supercell and SSCHA (shared with ``kappa``)."""
+    parser.add_argument(
         "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
     )
-    run.add_argument(
+    parser.add_argument(
         "--store",
         help="store: a directory for the embedded database, or a jobflow.yaml / JSON file "
         "with a JobStore (e.g. MongoDB + GridFS); default ~/.tdphonon/store",
     )
-    cell = run.add_mutually_exclusive_group()
+    cell = parser.add_mutually_exclusive_group()
     cell.add_argument(
         "--supercell",
         nargs="+",
@@ -67,73 +92,65 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="ANGSTROM",
         help="choose a near-cubic supercell whose periodic images are this far apart (default 10)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--no-relax", action="store_true", help="keep the given geometry (e.g. DFT-relaxed)"
     )
-    run.add_argument(
+    parser.add_argument(
         "--statistics",
         choices=["quantum", "classical"],
         default="quantum",
         help="phonon statistics of the thermal displacements (default quantum)",
     )
-    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    run.add_argument(
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
         "--tolerance",
         type=float,
         default=0.05,
         metavar="THZ",
         help="target accuracy of renormalised frequencies, THz (default 0.05)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--max-snapshots",
         type=int,
         default=1024,
         help="largest sample size the adaptive sampling may use (default 1024)",
     )
-    run.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
-    run.add_argument("--batch-size", type=int, default=16, help="supercells per model call")
-    run.add_argument("--export", metavar="DIR", help="write phonopy files with force constants")
-    run.add_argument("--json", metavar="FILE", help="write a JSON summary")
-    run.add_argument(
-        "--plots",
-        metavar="DIR",
-        default=".",
-        help="directory for band-structure and convergence plots (default: current)",
-    )
-    run.add_argument("--no-plots", action="store_true", help="do not write plots")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
-    return run
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
+    parser.add_argument("--batch-size", type=int, default=16, help="supercells per model call")
 
 
-def _supercell_matrix(values: Sequence[int] | None) -> list[list[int]] | None:
+def supercell_matrix_option(
+    values: Sequence[int] | None, option: str = "--supercell"
+) -> list[list[int]] | None:
+    """3x3 supercell matrix of an option taking 3 (diagonal) or 9 integers."""
     if values is None:
         return None
     if len(values) == 3:
         return [[values[0], 0, 0], [0, values[1], 0], [0, 0, values[2]]]
     if len(values) == 9:
         return [list(values[0:3]), list(values[3:6]), list(values[6:9])]
-    raise CommandError("--supercell takes 3 integers (diagonal) or 9 (a 3x3 matrix)")
+    raise CommandError(f"{option} takes 3 integers (diagonal) or 9 (a 3x3 matrix)")
 
 
-def command(args: argparse.Namespace) -> int:
-    """Run the SSCHA workflow of one crystal and report."""
-    from tdphonon.flows import SSCHAMaker
-    from tdphonon.stores import get_store, run_flow
-    from tdphonon.structures import read_structure
+def sscha_maker(args: argparse.Namespace) -> Any:
+    """The :class:`~tdphonon.flows.sscha.SSCHAMaker` of the options of :func:`add_sscha_options`.
+
+    Also checks the temperatures and switches progress bars on unless ``--quiet``.
+    """
+    from tdphonon.flows.sscha import SSCHAMaker
 
     if any(t < 0 for t in args.temperatures):
         raise CommandError("temperatures must be >= 0 K")
     if args.statistics == "classical" and any(t == 0 for t in args.temperatures):
         raise CommandError("classical statistics need temperatures above 0 K")
-    structure = read_structure(args.structure)
     if not args.quiet:
         os.environ["TDPHONON_PROGRESS"] = "1"
-    maker = SSCHAMaker(
+    return SSCHAMaker(
         model=args.model,
         device=args.device,
         batch_size=args.batch_size,
         relax=not args.no_relax,
-        supercell_matrix=_supercell_matrix(args.supercell),
+        supercell_matrix=supercell_matrix_option(args.supercell),
         min_length=args.min_length,
         sscha_settings={
             "statistics": args.statistics,
@@ -142,12 +159,41 @@ def command(args: argparse.Namespace) -> int:
             "max_snapshots": args.max_snapshots,
         },
     )
-    flow = maker.make(structure, temperatures=args.temperatures)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the SSCHA workflow of one crystal and report."""
+    from tdphonon.stores import get_store, run_flow
+    from tdphonon.structures import read_structure
+
+    structure = read_structure(args.structure)
+    maker = sscha_maker(args)
     store = get_store(args.store)
-    harmonic, results = run_flow(flow, store)
+    kappa = None
+    if args.kappa:
+        from tdphonon.cli.kappa import conductivity_maker, kappa_summary
+        from tdphonon.flows.conductivity import SSCHAConductivityMaker, run_conductivity_flow
+
+        if any(t <= 0 for t in args.temperatures):
+            raise CommandError("--kappa needs temperatures above 0 K")
+        flow = SSCHAConductivityMaker(
+            sscha_maker=maker, conductivity_maker=conductivity_maker(args)
+        ).make(structure, temperatures=args.temperatures)
+        harmonic, results, kappa_doc = run_conductivity_flow(flow, store)
+        kappa = None if kappa_doc is None else kappa_summary(kappa_doc)
+    else:
+        flow = maker.make(structure, temperatures=args.temperatures)
+        harmonic, results = run_flow(flow, store)
 
     summary = summarise(harmonic, results)
     print(format_table(summary))
+    if kappa is not None:
+        from tdphonon.cli.kappa import format_kappa_table, write_kappa_plot
+
+        summary["kappa"] = kappa
+        print(format_kappa_table(kappa))
+        if not args.no_plots:
+            print(f"plot: {write_kappa_plot(kappa, Path(args.plots))}")
     if not args.no_plots:
         for path in write_plots(harmonic, results, Path(args.plots), args.tolerance):
             print(f"plot: {path}")

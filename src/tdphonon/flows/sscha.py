@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from jobflow import Flow, Job, Maker, OutputReference
 from pymatgen.core import Structure
 
-from tdphonon.jobs.common import field_value, get_force_calculator
+from tdphonon.jobs.common import check_potential, field_value
 from tdphonon.jobs.sscha import harmonic_job, relax_job, sscha_iteration_job
 from tdphonon.sscha import SSCHASettings
 from tdphonon.structures import (
@@ -247,17 +245,9 @@ class SSCHAMaker(Maker):
             raise ValueError("classical statistics need temperatures above 0 K")
         return temperatures, dataclasses.asdict(settings)
 
-    def _check_potential(self, structure: Structure | None) -> str | None:
-        """Resolve the model and check that it loads and knows the elements."""
-        model = self.model if self.model is not None else os.environ.get("TDPHONON_MODEL")
-        model = str(model).strip() or None if model is not None else None
-        if model is not None and model.lower() != "emt" and Path(model).expanduser().exists():
-            model = str(Path(model).expanduser().resolve())  # workers may run elsewhere
-        device = self.device if self.device in ("auto", "cpu") else "cpu"
-        calculator = get_force_calculator(model, device, self.batch_size)
-        if structure is not None:
-            calculator.check_elements(structure.symbol_set)
-        return model
+    def _check_potential(self, structure: Structure | None) -> Any:
+        """Resolve the model and check it (:func:`tdphonon.jobs.common.check_potential`)."""
+        return check_potential(self.model, structure, self.device, self.batch_size)
 
     @staticmethod
     def _check_same_crystal(structure: Structure, doc_structure: Any) -> None:

@@ -2,9 +2,13 @@
 
 * :mod:`tdphonon.jobs.common`: cached force calculators shared by all jobs.
 * :mod:`tdphonon.jobs.sscha`: relaxation, harmonic phonons and SSCHA iterations.
+* :mod:`tdphonon.jobs.conductivity`: fc3, phono3py kappa per fc2, kappa summary.
+* :mod:`tdphonon.jobs.finetune`: fine-tuning job, stored-model archive and fetch.
 """
 
 from tdphonon.jobs.common import ase_calculator, get_force_calculator
+from tdphonon.jobs.conductivity import collect_kappa_job, fc3_job, kappa_job
+from tdphonon.jobs.finetune import fetch_stored_model, finetune_job
 from tdphonon.jobs.sscha import (
     harmonic_job,
     phonon_doc_force_constants,
@@ -14,8 +18,13 @@ from tdphonon.jobs.sscha import (
 
 __all__ = [
     "ase_calculator",
+    "collect_kappa_job",
+    "fc3_job",
+    "fetch_stored_model",
+    "finetune_job",
     "get_force_calculator",
     "harmonic_job",
+    "kappa_job",
     "phonon_doc_force_constants",
     "relax_job",
     "sscha_iteration_job",

@@ -203,12 +203,19 @@ def relax_job(
         atomate2 force-field relaxation job.
     """
     from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+    from jobflow import OutputReference
 
+    if isinstance(model, OutputReference):
+        # The Maker's settings are not job inputs, so jobflow would not resolve a reference
+        # held there: make the atomate2 job once the model exists.
+        job = relax_with_model_job(structure, model, device, batch_size, fmax, relax_cell, steps)
+        job.name = "relax"
+        return job
     maker = ForceFieldRelaxMaker(
         name="relax",
         force_field_name={"@module": "tdphonon.jobs.common", "@callable": "ase_calculator"},
         calculator_kwargs={
-            "model": None if model is None else str(model),
+            "model": _model_argument(model),
             "device": device,
             "batch_size": batch_size,
         },
@@ -220,6 +227,39 @@ def relax_job(
         relax_kwargs={"fmax": fmax, "final_atoms_object_file": None},
     )
     return maker.make(structure)
+
+
+def _model_argument(model: Any) -> str | None:
+    """A model as a plain string for atomate2's calculator kwargs (stored models as URIs)."""
+    from tdphonon.jobs.finetune import as_stored_model
+
+    stored = as_stored_model(model) if model is not None else None
+    if stored is not None:
+        return stored.uri
+    return None if model is None else str(model)
+
+
+@job(config=JobConfig(expose_store=True))
+def relax_with_model_job(
+    structure: Structure,
+    model: Any,
+    device: str,
+    batch_size: int,
+    fmax: float,
+    relax_cell: bool,
+    steps: int,
+) -> Response:
+    """:func:`relax_job` for a model that is the output of an earlier job (fine-tuning).
+
+    Fetches the model (into the local model cache, checked against its hash) and replaces
+    itself by atomate2's relaxation job with it.
+    """
+    get_force_calculator(model, device, batch_size)
+    return Response(
+        replace=relax_job(
+            structure, _model_argument(model), device, batch_size, fmax, relax_cell, steps
+        )
+    )
 
 
 # -- harmonic phonons ---------------------------------------------------------------------------
