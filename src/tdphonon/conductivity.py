@@ -29,7 +29,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -143,6 +144,19 @@ class ThirdOrderForceConstants:
     plusminus: bool = False
 
 
+@contextmanager
+def _symfc_errors(n_atoms: int, matrix: NDArray[np.int_]) -> Iterator[None]:
+    """Turn symfc's internal failures (seen on very small supercells) into a clear error."""
+    try:
+        yield
+    except (AssertionError, np.linalg.LinAlgError, IndexError) as error:
+        raise ValueError(
+            f"symfc could not build the third-order basis of the {n_atoms}-atom fc3 supercell "
+            f"{matrix.tolist()} ({type(error).__name__}); use a larger fc3 supercell "
+            "(fc3_min_length / --fc3-min-length, or --fc3-supercell)"
+        ) from error
+
+
 def compute_fc3(
     structure: Structure,
     calculator: ForceCalculator,
@@ -223,12 +237,13 @@ def compute_fc3(
                     f"this {len(ph3.supercell)}-atom supercell (at least {needed}; 'auto' "
                     "is safer)"
                 )
-        ph3.generate_displacements(
-            distance=distance,
-            number_of_snapshots=number_of_snapshots,
-            random_seed=random_seed,
-            is_plusminus=plusminus,
-        )
+        with _symfc_errors(len(ph3.supercell), matrix):
+            ph3.generate_displacements(
+                distance=distance,
+                number_of_snapshots=number_of_snapshots,
+                random_seed=random_seed,
+                is_plusminus=plusminus,
+            )
     else:
         ph3.generate_displacements(distance=distance, cutoff_pair_distance=cutoff_pair_distance)
     displaced = [cell for cell in ph3.supercells_with_displacements if cell is not None]
@@ -246,11 +261,12 @@ def compute_fc3(
     # (acoustic sum rule) and permutation symmetries unless asked; without them kappa can be
     # wrong by orders of magnitude (near-zero acoustic modes scatter strongly). symfc's
     # basis satisfies them by construction.
-    ph3.produce_fc3(
-        fc_calculator="symfc" if method == "random" else "traditional",
-        symmetrize_fc3r=method == "finite",
-        is_compact_fc=True,
-    )
+    with _symfc_errors(len(ph3.supercell), matrix):
+        ph3.produce_fc3(
+            fc_calculator="symfc" if method == "random" else "traditional",
+            symmetrize_fc3r=method == "finite",
+            is_compact_fc=True,
+        )
     return ThirdOrderForceConstants(
         fc3=np.asarray(ph3.fc3),
         supercell_matrix=matrix,
