@@ -76,6 +76,18 @@ FC3_MIN_LENGTH = 8.0
 FC3_DISTANCE = 0.03
 
 
+#: Mode-resolved arrays of a :class:`KappaResult` (phono3py's per q-point and band data).
+MODE_DATA_FIELDS = (
+    "qpoints",
+    "weights",
+    "frequencies",
+    "group_velocities",
+    "gammas",
+    "mode_kappa",
+    "heat_capacities",
+)
+
+
 def _as_matrix(supercell_matrix: Sequence | NDArray) -> NDArray[np.int_]:
     matrix = np.asarray(supercell_matrix, dtype=int)
     if matrix.shape == (3,):
@@ -405,16 +417,7 @@ class KappaResult:
 
     def mode_data(self) -> dict[str, Any]:
         """Mode-resolved arrays (for the data store), None where not computed."""
-        names = (
-            "qpoints",
-            "weights",
-            "frequencies",
-            "group_velocities",
-            "gammas",
-            "mode_kappa",
-            "heat_capacities",
-        )
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in MODE_DATA_FIELDS}
 
 
 class ThermalConductivity:

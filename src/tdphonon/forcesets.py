@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,21 @@ class ForceSet:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _auto_primitive_matrix() -> Iterator[None]:
+    """Silence phonopy 4's note that a file without a primitive matrix gets ``'auto'``.
+
+    The force sets are read on their supercells; the primitive cell only sets where the
+    evaluation mesh lies, and the auto-detected one is the right choice for files that
+    do not name theirs.
+    """
+    from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
+        yield
 
 
 def _to_atoms(cell: Any) -> Atoms:
@@ -386,12 +403,13 @@ def read_phonopy(
     if force_sets is not None:
         force_sets = _check_file(force_sets)
     try:
-        ph = phonopy.load(
-            path,
-            force_sets_filename=force_sets,
-            produce_fc=False,
-            log_level=0,
-        )
+        with _auto_primitive_matrix():
+            ph = phonopy.load(
+                path,
+                force_sets_filename=force_sets,
+                produce_fc=False,
+                log_level=0,
+            )
     except Exception as err:
         raise ForceSetError(
             f"cannot read {path} with phonopy: {type(err).__name__}: {err}"
@@ -451,7 +469,8 @@ def read_phono3py(
     if forces_fc3 is not None:
         forces_fc3 = _check_file(forces_fc3)
     try:
-        ph3 = phono3py.load(path, forces_fc3_filename=forces_fc3, produce_fc=False, log_level=0)
+        with _auto_primitive_matrix():
+            ph3 = phono3py.load(path, forces_fc3_filename=forces_fc3, produce_fc=False, log_level=0)
     except Exception as err:
         raise ForceSetError(
             f"cannot read {path} with phono3py: {type(err).__name__}: {err}"

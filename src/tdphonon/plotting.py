@@ -165,7 +165,7 @@ def plot_kappa_temperature(
             )
     ax.set_xlabel("Temperature (K)")
     ax.set_ylabel(r"$\kappa_L$ (W m$^{-1}$ K$^{-1}$), (xx+yy+zz)/3")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0, top=1.1 * ax.get_ylim()[1])  # room for the top marker
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

@@ -22,6 +22,7 @@ from tdphonon import __version__
 from tdphonon.conductivity import (
     FC3_DISTANCE,
     FC3_MIN_LENGTH,
+    MODE_DATA_FIELDS,
     ConductivitySettings,
     ThermalConductivity,
     compute_fc3,
@@ -33,15 +34,7 @@ __all__ = ["collect_kappa_job", "fc3_job", "kappa_job"]
 
 #: Output keys that go to the JobStore's additional "data" store.
 FC3_DATA = ["fc3", "fc2"]
-KAPPA_DATA = [
-    "qpoints",
-    "weights",
-    "frequencies",
-    "group_velocities",
-    "gammas",
-    "mode_kappa",
-    "heat_capacities",
-]
+KAPPA_DATA = list(MODE_DATA_FIELDS)
 
 
 def _structure(structure: Any) -> Structure:
