@@ -104,6 +104,7 @@ def command(args: argparse.Namespace) -> int:
                     "mean_frequency_shift",
                     "min_frequency",
                     "converged",
+                    "kappa_harmonic",
                     "kappa_renormalized",
                 )
                 if c in table

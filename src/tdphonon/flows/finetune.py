@@ -121,17 +121,12 @@ class FineTuneSSCHAMaker(Maker):
             Output: ``{"finetune": FineTuneDoc, "sscha": [list of SSCHATemperatureDoc per
             structure]}``.
         """
-        from tdphonon.structures import check_structure
-
         if not structures:
             raise ValueError("no structures given")
-        for structure in structures:
-            check_structure(structure)
-        self.sscha_maker._check_inputs(temperatures)
         tune = self.finetune_maker.make(data)
-        jobs = [tune]
+        jobs: list[Job | Flow] = [tune]
         sscha_maker = dataclasses.replace(self.sscha_maker, model=tune.output.model)
-        for structure in structures:
+        for structure in structures:  # each make() checks its structure and settings
             child = sscha_maker.make(structure, temperatures)
             child.name = f"sscha {structure.composition.reduced_formula}"
             jobs.append(child)
