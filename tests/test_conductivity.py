@@ -159,7 +159,7 @@ def test_fc3_auto_snapshots_and_errors(al_fc3):
             nial, calculator, supercell_matrix=[3, 3, 3], number_of_snapshots=2, plusminus=False
         )
     # symfc fails inside its basis construction for the 8-atom 2x2x2 primitive supercell
-    with pytest.raises(ValueError, match="8-atom fc3 supercell.*larger fc3 supercell"):
+    with pytest.raises(ValueError, match=r"8-atom fc3 supercell.*larger fc3 supercell"):
         compute_fc3(structure, calculator, supercell_matrix=[2, 2, 2])
     with pytest.raises(ValueError, match="q-mesh"):
         ConductivitySettings(mesh=(4, 0, 4))
