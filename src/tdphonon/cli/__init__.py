@@ -32,6 +32,20 @@ class CommandError(Exception):
     """An error to report to the user in one line."""
 
 
+def add_temperatures_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``-T/--temperatures K [K ...]`` (default 300 K)."""
+    parser.add_argument(
+        "-T", "--temperatures", nargs="+", type=float, default=[300.0], metavar="K", help=help_text
+    )
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """``-m/--model``: a matgl model folder or name, or 'emt'."""
+    parser.add_argument(
+        "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
+    )
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from tdphonon.potentials import ModelLoadError, NonFiniteForcesError, UnsupportedElementError
     from tdphonon.query import StoreUnreachableError

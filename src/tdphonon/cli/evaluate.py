@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tdphonon.cli import CommandError
+from tdphonon.cli import CommandError, add_model_option
 
 EPILOG = """\
 examples:
@@ -34,9 +34,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("data", nargs="+", help="force-set files or folders")
-    parser.add_argument(
-        "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
-    )
+    add_model_option(parser)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

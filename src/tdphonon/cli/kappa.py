@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdphonon.cli import CommandError, run
+from tdphonon.cli import CommandError, add_temperatures_option, run
 
 KAPPA_EPILOG = """\
 modes:
@@ -50,15 +50,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--forces", metavar="FORCES_FC3", help="DFT mode: FORCES_FC3 file")
     parser.add_argument("--fc2-forces", metavar="FORCES_FC2", help="DFT mode: FORCES_FC2 file")
-    parser.add_argument(
-        "-T",
-        "--temperatures",
-        nargs="+",
-        type=float,
-        default=[300.0],
-        metavar="K",
-        help="temperatures in K (> 0; default 300)",
-    )
+    add_temperatures_option(parser, "temperatures in K (> 0; default 300)")
     add_kappa_options(parser)
     run.add_sscha_options(parser)
     parser.add_argument("--json", metavar="FILE", help="write the per-temperature kappa JSON")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdphonon.cli import CommandError
+from tdphonon.cli import CommandError, add_model_option, add_temperatures_option
 
 RUN_EPILOG = """\
 examples:
@@ -35,15 +35,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("structure", help="crystal structure file (CIF, POSCAR, pymatgen JSON, ...)")
-    run.add_argument(
-        "-T",
-        "--temperatures",
-        nargs="+",
-        type=float,
-        default=[300.0],
-        metavar="K",
-        help="temperatures in K, done in the given order (default: 300)",
-    )
+    add_temperatures_option(run, "temperatures in K, done in the given order (default: 300)")
     add_sscha_options(run)
     run.add_argument("--export", metavar="DIR", help="write phonopy files with force constants")
     run.add_argument("--json", metavar="FILE", help="write a JSON summary")
@@ -69,9 +61,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def add_sscha_options(parser: argparse.ArgumentParser) -> None:
     """Options of the potential, store, supercell and SSCHA (shared with ``kappa``)."""
-    parser.add_argument(
-        "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
-    )
+    add_model_option(parser)
     parser.add_argument(
         "--store",
         help="store: a directory for the embedded database, or a jobflow.yaml / JSON file "

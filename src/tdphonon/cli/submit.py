@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from tdphonon.cli import CommandError
+from tdphonon.cli import CommandError, add_model_option, add_temperatures_option
 
 SUBMIT_EPILOG = """\
 examples:
@@ -42,18 +42,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("structures", nargs="+", help="structure files, folders or mp-ids")
-    parser.add_argument(
-        "-T",
-        "--temperatures",
-        nargs="+",
-        type=float,
-        default=[300.0],
-        metavar="K",
-        help="temperatures in K (default: 300)",
-    )
-    parser.add_argument(
-        "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
-    )
+    add_temperatures_option(parser, "temperatures in K (default: 300)")
+    add_model_option(parser)
     parser.add_argument(
         "--finetune-data",
         nargs="+",
