@@ -238,7 +238,7 @@ def test_m3gnet_si_end_to_end(m3gnet_path, tmp_path):
         run_conductivity_flow,
     )
     from tdphonon.flows.sscha import SSCHAMaker
-    from tdphonon.stores import _load, embedded_store
+    from tdphonon.stores import embedded_store, load_output
 
     store = embedded_store(tmp_path)
     silicon = Structure(
@@ -267,7 +267,7 @@ def test_m3gnet_si_end_to_end(m3gnet_path, tmp_path):
     )
     assert doc["n_fc3_supercells"] >= 1 and doc["n_harmonic_force_evaluations"] >= 1
     # mode-resolved data went to the data store, and sums to kappa
-    kappa_doc = _load(store, doc["kappa_uuids"]["300 K"])
+    kappa_doc = load_output(store, doc["kappa_uuids"]["300 K"])
     total = kappa_doc.mode_kappa.sum(axis=(1, 2)) / kappa_doc.weights.sum()
     np.testing.assert_allclose(total[0], doc["kappa_renormalized"][0], rtol=1e-8, atol=1e-8)
     raw = store.query_one({"uuid": doc["kappa_uuids"]["300 K"]}, load=False)

@@ -113,11 +113,14 @@ def get_store(spec: str | os.PathLike | None = None) -> JobStore:
     return embedded_store(path)
 
 
-def _load(store: JobStore, uuid: str) -> Any:
-    """Last output of a job, arrays loaded, deserialised (pydantic documents)."""
+def load_output(store: JobStore, uuid: str) -> Any:
+    """Last output of a job, arrays loaded, deserialised; None if the job did not run."""
     from monty.json import MontyDecoder
 
-    return MontyDecoder().process_decoded(store.get_output(uuid, load=True))
+    try:
+        return MontyDecoder().process_decoded(store.get_output(uuid, load=True))
+    except ValueError:  # no output: the job did not run (ensure_success=False)
+        return None
 
 
 def run_flow(
@@ -141,23 +144,22 @@ def run_flow(
         loaded), None if the flow has no harmonic job.
     results : list of dict
         Fields of each :class:`~tdphonon.schemas.SSCHATemperatureDoc` that finished, in
-        the order of the temperatures.
+        the order of the temperatures (found anywhere in the flow, e.g. inside
+        :class:`~tdphonon.flows.conductivity.SSCHAConductivityMaker`'s).
     """
-    from tdphonon.jobs import harmonic_job
+    from tdphonon.jobs import harmonic_job, sscha_iteration_job
     from tdphonon.schemas import SSCHATemperatureDoc
 
     store = check_store(store if store is not None else get_store(None))
     run_locally(flow, store=store, create_folders=False, ensure_success=ensure_success, log=False)
-    harmonic = None
+    harmonic, results = None, []
+    # iterflow is in dependency order: each temperature's chain starts from the previous one
     for job, _ in flow.iterflow():
-        if job.function is harmonic_job.original and store.count({"uuid": job.uuid}):
-            harmonic = dict(_load(store, job.uuid))
-    results = []
-    for reference in flow.output or []:
-        try:
-            doc = _load(store, reference.uuid)
-        except ValueError:  # the job did not run (ensure_success=False)
+        if job.function not in (harmonic_job.original, sscha_iteration_job.original):
             continue
+        doc = load_output(store, job.uuid)  # last output: the chain's final document
         if isinstance(doc, SSCHATemperatureDoc):
             results.append(dict(doc))
+        elif doc is not None and job.function is harmonic_job.original:
+            harmonic = dict(doc)
     return harmonic, results

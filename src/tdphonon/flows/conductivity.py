@@ -344,32 +344,11 @@ def run_conductivity_flow(
     conductivity : dict or None
         :class:`~tdphonon.schemas.ThermalConductivityDoc` fields.
     """
-    from jobflow import run_locally
-
-    from tdphonon.jobs.sscha import harmonic_job
-    from tdphonon.schemas import SSCHATemperatureDoc
-    from tdphonon.stores import _load, check_store, get_store
+    from tdphonon.stores import check_store, get_store, load_output, run_flow
 
     store = check_store(store if store is not None else get_store(None))
-    run_locally(flow, store=store, create_folders=False, ensure_success=ensure_success, log=False)
-
-    def load(uuid: str) -> Any:
-        try:
-            return _load(store, uuid)
-        except ValueError:  # the job did not run
-            return None
-
-    harmonic = None
-    sscha: list[dict[str, Any]] = []
-    for job, _ in flow.iterflow():
-        if job.function is harmonic_job.original:
-            doc = load(job.uuid)
-            harmonic = dict(doc) if doc is not None else None
-    for sub in flow.jobs:
-        if isinstance(sub, Flow) and isinstance(sub.output, list):
-            for reference in sub.output:
-                doc = load(reference.uuid)
-                if isinstance(doc, SSCHATemperatureDoc):
-                    sscha.append(dict(doc))
-    conductivity = load(flow.output.uuid) if isinstance(flow.output, OutputReference) else None
+    harmonic, sscha = run_flow(flow, store, ensure_success)
+    conductivity = (
+        load_output(store, flow.output.uuid) if isinstance(flow.output, OutputReference) else None
+    )
     return harmonic, sscha, None if conductivity is None else dict(conductivity)
