@@ -423,7 +423,7 @@ def test_killed_worker_resumes(databases, workdir):
     assert spent == final.n_force_evaluations - first.n_new_snapshots
 
 
-def test_unreachable_database(tmp_path):
+def test_unreachable_database(tmp_path, monkeypatch):
     from jobflow import JobStore
     from maggma.stores import GridFSStore, MongoStore
 
@@ -454,6 +454,16 @@ def test_unreachable_database(tmp_path):
         "  additional_stores:\n    data: {type: GridFSStore, database: t, collection_name: b, host: 127.0.0.1, port: 9}\n"
     )
     assert main(["query", "--store", str(store_file), "--retries", "1", "--timeout", "0.1"]) == 2
+    # tdphonon run / kappa connect the store before any job: retried, then one line
+    monkeypatch.setattr("tdphonon.query.time.sleep", lambda seconds: None)
+    slow_file = tmp_path / "jobflow_timeout.yaml"
+    slow_file.write_text(
+        store_file.read_text().replace(
+            "port: 9}", "port: 9, mongoclient_kwargs: {serverSelectionTimeoutMS: 100}}"
+        )
+    )
+    al = Path(__file__).parents[1] / "examples" / "Al_fcc.cif"
+    assert main(["run", str(al), "--model", "emt", "--store", str(slow_file), "-q"]) == 2
     assert (
         main(
             [

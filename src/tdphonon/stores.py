@@ -101,13 +101,19 @@ def get_store(spec: str | os.PathLike | None = None) -> JobStore:
     ----------
     spec : str, os.PathLike or None
         None: the default embedded store; a ``.yaml``, ``.yml`` or ``.json`` file: see
-        :func:`store_from_file`; anything else: a directory for an embedded store.
+        :func:`store_from_file` (connected and checked, see
+        :func:`tdphonon.query.connect_store`); anything else: a directory for an embedded
+        store.
     """
     if spec is None:
         return embedded_store()
     path = Path(spec).expanduser()
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        return store_from_file(path)
+        from tdphonon.query import connect_store
+
+        # a server that does not answer is a one-line StoreUnreachableError here, after a
+        # few tries, rather than a pymongo timeout in the middle of a flow
+        return connect_store(store_from_file(path))
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is neither a directory nor a .yaml/.json store file")
     return embedded_store(path)
