@@ -38,6 +38,7 @@ from jobflow import Flow, Job, Maker
 from pymatgen.core import Structure
 
 from tdphonon.flows.sscha import SSCHAMaker
+from tdphonon.jobs.common import resolve_model
 from tdphonon.structures import StructureError, check_structure, read_structure, standard_primitive
 
 if TYPE_CHECKING:
@@ -329,9 +330,7 @@ class CampaignMaker(Maker):
             for f in dataclasses.fields(self.sscha_maker)
             if f.name not in ("name", "device", "batch_size")
         }
-        model = sscha.get("model")
-        if model is None:
-            model = os.environ.get("TDPHONON_MODEL")
+        model = resolve_model(sscha.get("model"))  # what the jobs get (absolute paths, URIs)
         sscha["model"] = None if model is None else str(model)
         settings: dict[str, Any] = {
             "sscha": sscha,
@@ -364,7 +363,7 @@ class CampaignMaker(Maker):
             raise ValueError("the campaign has no fine-tuning data")
         maker = self.finetune_maker
         if maker is None:
-            model = self.sscha_maker.model or os.environ.get("TDPHONON_MODEL")
+            model = resolve_model(self.sscha_maker.model)
             maker = FineTuneMaker(base_model=None if model is None else str(model))
         tune = maker.make([str(Path(p).expanduser().resolve()) for p in self.finetune_data])
         metadata = {FINETUNE_KEY_FIELD: self.finetune_key(), "material": "fine-tuning"}
