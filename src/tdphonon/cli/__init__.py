@@ -46,6 +46,18 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """``--retries`` and ``--timeout`` of the database connection."""
+    parser.add_argument("--retries", type=int, default=3, help="database connection attempts")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="connection timeout per attempt, s (default: the config's, else 5)",
+    )
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from tdphonon.potentials import ModelLoadError, NonFiniteForcesError, UnsupportedElementError
     from tdphonon.query import StoreUnreachableError

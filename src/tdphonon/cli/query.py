@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tdphonon.cli import CommandError
+from tdphonon.cli import CommandError, add_connection_options
 
 QUERY_EPILOG = """\
 examples:
@@ -53,14 +53,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="create indexes on the queried fields first (MongoDB)",
     )
-    parser.add_argument("--retries", type=int, default=3, help="database connection attempts")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="connection timeout per attempt, s (default: the config's, else 5)",
-    )
+    add_connection_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no logs")
     return parser
 

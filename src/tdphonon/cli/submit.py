@@ -6,7 +6,12 @@ import argparse
 import json
 from typing import Any
 
-from tdphonon.cli import CommandError, add_model_option, add_temperatures_option
+from tdphonon.cli import (
+    CommandError,
+    add_connection_options,
+    add_model_option,
+    add_temperatures_option,
+)
 
 SUBMIT_EPILOG = """\
 examples:
@@ -107,14 +112,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--resubmit", action="store_true", help="submit even structures already on the launchpad"
     )
     parser.add_argument("--mp-api-key", help="Materials Project API key (default $MP_API_KEY)")
-    parser.add_argument("--retries", type=int, default=3, help="database connection attempts")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="connection timeout per attempt, s (default: the config's, else 5)",
-    )
+    add_connection_options(parser)
     parser.add_argument("--json", metavar="FILE", help="write the submission report as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or logs")
     return parser
