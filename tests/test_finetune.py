@@ -290,6 +290,65 @@ def test_stored_model_round_trip(tmp_path, monkeypatch, sets, shared_dir, m3gnet
     assert flow.jobs[0].function_kwargs["model"].startswith("tdphonon-model://")
 
 
+def test_finetune_job_resumes_from_the_store(tmp_path, monkeypatch, shared_dir, m3gnet_path):
+    """A fine-tuning job killed mid-training is rerun from its last epoch stored in the DB."""
+    from jobflow import Flow
+
+    from tdphonon.flows.finetune import FineTuneMaker
+    from tdphonon.jobs import finetune as finetune_jobs
+    from tdphonon.stores import embedded_store, run_flow
+
+    monkeypatch.setenv("TDPHONON_MODEL_CACHE", str(tmp_path / "cache"))
+    folder = shared_dir / "data" / "phonon-forcesets"
+    job = FineTuneMaker(
+        base_model=str(m3gnet_path), settings={"max_epochs": 2, "batch_size": 2}
+    ).make([folder / "NaCl", folder / "MgO"], validation=["MgO"])
+    store = embedded_store(tmp_path / "store")
+    original, saved = finetune_jobs.save_checkpoint, []
+
+    def killed_after_epoch_1(job_store, uuid, path):
+        original(job_store, uuid, path)
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(finetune_jobs, "save_checkpoint", killed_after_epoch_1)
+    flow = Flow([job])
+    with pytest.raises(RuntimeError):
+        run_flow(flow, store)
+    data_store = store.additional_stores["data"]
+    assert data_store.query_one({"tdphonon_finetune_checkpoint": job.uuid})["n_bytes"] > 1e6
+
+    def counted(job_store, uuid, path):
+        saved.append(path)
+        original(job_store, uuid, path)
+
+    monkeypatch.setattr(finetune_jobs, "save_checkpoint", counted)
+    run_flow(flow, store)  # the rerun, e.g. on another worker
+    doc = store.get_output(job.uuid, load=True)
+    assert [h["epoch"] for h in doc["history"]] == [1, 2]
+    assert len(saved) == 1  # only epoch 2 was trained again
+    assert data_store.query_one({"tdphonon_finetune_checkpoint": job.uuid}) is None
+
+
+def test_finetune_cli(tmp_path, shared_dir, m3gnet_path, capsys):
+    from tdphonon.cli import main
+    from tdphonon.potentials import load_potential
+
+    data = shared_dir / "data" / "phonon-forcesets"
+    out = tmp_path / "model"
+    argv = ["finetune", str(data / "NaCl"), str(data / "MgO"), "--base", str(m3gnet_path)]
+    argv += ["--out", str(out), "--epochs", "1", "--validation", "MgO", "-q"]
+    assert main([*argv, "--json", str(tmp_path / "m.json")]) == 0
+    text = capsys.readouterr().out
+    assert "MgO" in text and "ratio" in text and "best epoch" in text
+    assert load_potential(out).tdphonon_info["message_convention"] == "destination"
+    assert json.loads((tmp_path / "m.json").read_text())["validation"][0]["name"] == "MgO"
+    assert not (tmp_path / "model.checkpoint").exists()  # removed once the model is saved
+    assert main(argv) == 2  # OUT not empty
+    assert "not empty" in capsys.readouterr().err
+    missing = ["finetune", str(tmp_path / "nothing"), "--base", str(m3gnet_path)]
+    assert main([*missing, "--out", str(tmp_path / "m2")]) == 2
+
+
 def test_finetune_then_sscha_flow(tmp_path, monkeypatch, shared_dir, m3gnet_path):
     """FineTuneSSCHAMaker: relax, harmonic and SSCHA jobs all run with the stored model."""
     from jobflow import run_locally
@@ -335,3 +394,49 @@ def test_finetune_then_sscha_flow(tmp_path, monkeypatch, shared_dir, m3gnet_path
     )
     docs = [store.get_output(ref.uuid, which="last", load=True) for ref in flow.jobs[1].output]
     assert docs[0]["temperature"] == 300.0
+
+
+def test_finetune_resumes_from_checkpoint(tmp_path, sets, m3gnet_path):
+    """A run killed after epoch 1 and restarted gives the uninterrupted run's weights."""
+    from tdphonon.finetune import CHECKPOINT_FILE, FineTuneSettings, finetune
+
+    train, val = [sets["NaCl"]], [sets["MgO"]]
+    settings = FineTuneSettings(max_epochs=2, batch_size=1, lr=1e-4, seed=3, patience=5)
+    reference = finetune(m3gnet_path, train, val, settings)
+
+    class Killed(Exception):
+        pass
+
+    def kill(path):
+        assert path.name == CHECKPOINT_FILE and path.is_file()
+        raise Killed
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Killed):
+        finetune(m3gnet_path, train, val, settings, checkpoint_dir=ckpt, on_checkpoint=kill)
+    written = []
+    resumed = finetune(
+        m3gnet_path, train, val, settings, checkpoint_dir=ckpt, on_checkpoint=written.append
+    )
+    assert len(written) == 1  # only epoch 2 was trained again
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history == pytest.approx(reference.history)
+    assert resumed.best_epoch == reference.best_epoch
+    w_ref, w_res = _weights(reference.potential), _weights(resumed.potential)
+    assert all(torch_equal(w_ref[k], w_res[k]) for k in w_ref)
+
+    # a finished checkpoint: nothing is trained again
+    again = finetune(m3gnet_path, train, val, settings, checkpoint_dir=ckpt, on_checkpoint=kill)
+    w_again = _weights(again.potential)
+    assert again.history == resumed.history
+    assert all(torch_equal(w_res[k], w_again[k]) for k in w_res)
+
+    # other settings: the checkpoint is ignored, with a warning
+    other = FineTuneSettings(max_epochs=1, batch_size=1, lr=3e-4, seed=3)
+    with pytest.warns(UserWarning, match="another base model, data or settings"):
+        fresh = finetune(m3gnet_path, train, val, other, checkpoint_dir=ckpt)
+    assert [h["epoch"] for h in fresh.history] == [1]
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())

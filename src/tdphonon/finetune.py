@@ -18,12 +18,13 @@ fine-tuned and the pretrained model on structures outside the training set.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,12 @@ __all__ = [
 
 #: Displacement (Å) at which the force-constant weighting of a supercell is 1.
 REFERENCE_DISPLACEMENT = 0.01
+
+#: File name of the training checkpoint in ``checkpoint_dir``.
+CHECKPOINT_FILE = "last.ckpt"
+
+#: Key of the fine-tuning state (history, best weights, input fingerprint) in a checkpoint.
+_CALLBACK_KEY = "tdphonon_phonon_validation"
 
 #: eV/Å³ -> GPa
 EV_PER_A3_TO_GPA = 160.21766208
@@ -266,6 +273,44 @@ def _collate(chunks: list) -> tuple:
     return g, lat.reshape(-1, 3, 3), state, e, f, s, weights
 
 
+class _EpochShuffle:
+    """Sampler: a permutation seeded by (seed, epoch), so that a run resumed from a checkpoint
+    sees the same order as an uninterrupted one (lightning calls ``set_epoch``)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+
+def _fingerprint(
+    base: str, train: Sequence[ForceSet], validation: Sequence[ForceSet], settings: FineTuneSettings
+) -> str:
+    """Hash of what a checkpoint depends on (file locations excluded)."""
+
+    def summary(s: ForceSet) -> dict[str, Any]:
+        return {k: v for k, v in s.summary().items() if k != "source"}
+
+    text = json.dumps(
+        {
+            "base": base,
+            "train": [summary(s) for s in train],
+            "validation": [summary(s) for s in validation],
+            "settings": asdict(settings),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 # lightning module
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +477,28 @@ def forgetting_guard(
     }
 
 
+def _read_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | None:
+    """``{"history", "state", "module"}`` of a checkpoint written for these inputs, or None."""
+    if path is None or not path.is_file():
+        return None
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+        saved = data["callbacks"][_CALLBACK_KEY]
+    except Exception as err:  # unreadable or foreign file: start afresh, never crash
+        warnings.warn(f"ignoring unreadable fine-tuning checkpoint {path}: {err}", stacklevel=3)
+        return None
+    if saved.get("fingerprint") != fingerprint:
+        warnings.warn(
+            f"ignoring fine-tuning checkpoint {path}: it was written for another base model, "
+            "data or settings",
+            stacklevel=3,
+        )
+        return None
+    return {"history": saved["history"], "state": saved["state"], "module": data["state_dict"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # main entry
 # ---------------------------------------------------------------------------------------------
@@ -456,6 +523,8 @@ def finetune(
     out_dir: str | os.PathLike | None = None,
     guard_structures: Sequence[Atoms] | None = None,
     progress: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> FineTuneResult:
     """Fine-tune a pretrained matgl potential on DFT force sets.
 
@@ -478,6 +547,15 @@ def finetune(
         supercell of every validation compound.
     progress : bool
         Show lightning's progress bar.
+    checkpoint_dir : str or os.PathLike, optional
+        After every epoch the whole training state (weights, optimiser, learning-rate
+        schedule, epoch, history, best weights so far) is written to
+        ``checkpoint_dir/last.ckpt``. If that file exists when training starts and was
+        written for the same base model, data and settings, training resumes after its last
+        finished epoch, with the same result as an uninterrupted run; a checkpoint of other
+        inputs is ignored with a warning.
+    on_checkpoint : callable, optional
+        Called with the checkpoint file after each write (e.g. to copy it to a database).
 
     Returns
     -------
@@ -516,18 +594,25 @@ def finetune(
     chunks = build_samples(
         train, potential, settings.batch_size, settings.force_constant_weighting, settings.seed
     )
-    generator = torch.Generator().manual_seed(settings.seed)
     loader = DataLoader(
         chunks,
         batch_size=1,
-        shuffle=True,
+        sampler=_EpochShuffle(len(chunks), settings.seed),
         collate_fn=_collate,
-        generator=generator,
         num_workers=0,
     )
 
     history: list[dict[str, Any]] = []
-    state: dict[str, Any] = {"best": np.inf, "best_epoch": 0, "bad": 0, "weights": None}
+    state: dict[str, Any] = {
+        "best": np.inf,
+        "best_epoch": 0,
+        "bad": 0,
+        "weights": None,
+        "stopped": False,
+        "training_time_s": 0.0,
+    }
+    fingerprint = _fingerprint(base_name, train, validation, settings)
+    checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_FILE
 
     def validate() -> EvaluationResult | None:
         if not validation:
@@ -541,8 +626,24 @@ def finetune(
     if before is not None:
         state["best"] = before.frequency_mae_thz
         state["weights"] = copy.deepcopy(potential.state_dict())
+    resumed = _read_checkpoint(checkpoint, fingerprint)
+    if resumed is not None:
+        history[:] = resumed["history"]
+        state.update(resumed["state"])
+        logger.info("fine-tune: resuming after epoch %d from %s", len(history), checkpoint)
 
     class PhononValidation(pl.Callback):
+        @property
+        def state_key(self) -> str:
+            return _CALLBACK_KEY
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"fingerprint": fingerprint, "history": history, "state": state}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            history[:] = state_dict["history"]
+            state.update(state_dict["state"])
+
         def on_train_epoch_end(self, trainer, pl_module):
             epoch = trainer.current_epoch + 1
             metrics = trainer.callback_metrics
@@ -569,6 +670,15 @@ def finetune(
                         trainer.should_stop = True
             history.append(record)
             logger.info("fine-tune epoch %d: %s", epoch, record)
+            if checkpoint is not None:
+                state["stopped"] = bool(trainer.should_stop)
+                state["training_time_s"] = elapsed()
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                partial = checkpoint.with_name(checkpoint.name + ".partial")
+                trainer.save_checkpoint(partial)
+                os.replace(partial, checkpoint)  # a crash mid-write keeps the previous one
+                if on_checkpoint is not None:
+                    on_checkpoint(checkpoint)
 
     quiet = warnings.catch_warnings()
     quiet.__enter__()  # left in the finally clause below
@@ -583,32 +693,41 @@ def finetune(
     rank_zero_level = rank_zero.level
     rank_zero.setLevel(logging.WARNING)
     module = _module_class()(potential, settings)
-    t0 = time.perf_counter()
+    t0, time_before = time.perf_counter(), state["training_time_s"]
+
+    def elapsed() -> float:
+        return time_before + time.perf_counter() - t0
+
     # matgl's Potential builds the force graph for parameter gradients only in train mode
     potential.train()
-    if settings.max_epochs > 0:
-        trainer = pl.Trainer(
-            max_epochs=settings.max_epochs,
-            accelerator="gpu" if device == "cuda" else "cpu",
-            devices=1,
-            deterministic=True,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            gradient_clip_val=settings.max_grad_norm,
-            callbacks=[PhononValidation()],
-        )
-        try:
-            trainer.fit(module, train_dataloaders=loader)
-        finally:
-            rank_zero.setLevel(rank_zero_level)
-            quiet.__exit__(None, None, None)
-    else:
+    finished = resumed is not None and (state["stopped"] or len(history) >= settings.max_epochs)
+    try:
+        if finished:  # interrupted after the last epoch: nothing left to train
+            module.load_state_dict(resumed["module"])
+        elif settings.max_epochs > 0:
+            trainer = pl.Trainer(
+                max_epochs=settings.max_epochs,
+                accelerator="gpu" if device == "cuda" else "cpu",
+                devices=1,
+                deterministic=True,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=progress,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+                gradient_clip_val=settings.max_grad_norm,
+                callbacks=[PhononValidation()],
+            )
+            trainer.fit(
+                module,
+                train_dataloaders=loader,
+                ckpt_path=None if resumed is None else checkpoint,
+                weights_only=False,  # our own checkpoint, its fingerprint checked
+            )
+    finally:
         rank_zero.setLevel(rank_zero_level)
         quiet.__exit__(None, None, None)
-    training_time = time.perf_counter() - t0
+    training_time = elapsed()
     if validation and state["weights"] is not None:
         potential.load_state_dict(state["weights"])
     else:

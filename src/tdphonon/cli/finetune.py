@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ names: the folder name for phonopy_params.yaml files), otherwise --validation-fr
 them is chosen with --seed. The best epoch by validation phonon-frequency MAE is kept. OUT
 is loadable by matgl.load_model and by tdphonon (tdphonon.json records the message
 convention); OUT/provenance.json holds the base model, data, settings and metrics.
+
+An interrupted run is not lost: the training state is checkpointed after every epoch (to
+OUT.checkpoint/ unless --checkpoint-dir is given) and the same command resumes after the last
+finished epoch; the checkpoint is removed when the model is saved.
 """
 
 
@@ -59,6 +64,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the metrics as JSON")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the per-epoch training checkpoint goes (default OUT.checkpoint)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -70,6 +81,7 @@ def command(args: argparse.Namespace) -> int:
 
     if args.out.exists() and any(args.out.iterdir()):
         raise CommandError(f"output folder {args.out} exists and is not empty")
+    checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".checkpoint")
     try:
         settings = FineTuneSettings(
             max_epochs=args.epochs,
@@ -97,10 +109,17 @@ def command(args: argparse.Namespace) -> int:
             f"validation: {', '.join(s.name for s in validation) or 'none'}"
         )
         result = finetune(
-            args.base, train, validation, settings, out_dir=args.out, progress=not args.quiet
+            args.base,
+            train,
+            validation,
+            settings,
+            out_dir=args.out,
+            progress=not args.quiet,
+            checkpoint_dir=checkpoint_dir,
         )
     except (ForceSetError, ValueError) as err:
         raise CommandError(str(err)) from None
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if result.before is not None and result.after is not None:
         print(f"\n{'validation compound':30s} {'before (THz)':>13s} {'after (THz)':>12s}")
         for b, a in zip(result.before.compounds, result.after.compounds, strict=True):

@@ -8,6 +8,11 @@ reference. Any job on any worker turns the reference into a model folder with
 :func:`fetch_stored_model`: local cache first (``$TDPHONON_MODEL_CACHE/<sha256>``, default
 ``~/.tdphonon/models``), else the archive from the store (the running job's store, or
 jobflow's configured ``JOB_STORE``), hash verified.
+
+Interrupted training is not lost: after every epoch the training checkpoint is written to the
+same data store (key ``tdphonon_finetune_checkpoint`` = the job's uuid), so that a rerun of
+the job (``lpad rerun_fws``, ``detect_lostruns --rerun``), on any worker, resumes after the
+last finished epoch; the checkpoint is removed once the job has finished.
 """
 
 from __future__ import annotations
@@ -164,6 +169,41 @@ def fetch_stored_model(model: Any, store: Any = None) -> Path:
     )
 
 
+_CHECKPOINT_KEY = "tdphonon_finetune_checkpoint"
+
+
+def _checkpoint_store(job_store: Any) -> Any:
+    """The JobStore's ``data`` store (GridFS with MongoDB), else its docs store."""
+    return job_store.additional_stores.get("data", job_store.docs_store)
+
+
+def restore_checkpoint(job_store: Any, uuid: str, folder: Path) -> bool:
+    """Write the stored training checkpoint of job ``uuid`` into ``folder``; False if none."""
+    from tdphonon.finetune import CHECKPOINT_FILE
+
+    doc = _checkpoint_store(job_store).query_one({_CHECKPOINT_KEY: uuid})
+    if not doc:
+        return False
+    data = base64.b64decode(doc["checkpoint"])
+    if hashlib.sha256(data).hexdigest() != doc["sha256"]:
+        return False  # a corrupt copy is not resumed from: training starts afresh
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CHECKPOINT_FILE).write_bytes(data)
+    return True
+
+
+def save_checkpoint(job_store: Any, uuid: str, path: Path) -> None:
+    """Store (replace) the training checkpoint of job ``uuid``."""
+    data = path.read_bytes()
+    doc = {
+        _CHECKPOINT_KEY: uuid,
+        "checkpoint": base64.b64encode(data).decode("ascii"),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "n_bytes": len(data),
+    }
+    _checkpoint_store(job_store).update(doc, key=_CHECKPOINT_KEY)
+
+
 def _resolve_data(data: Sequence[Any], store: Any) -> list:
     """Force sets from paths, or from the store for items ``{"jobstore": {query...}}``."""
     from tdphonon.forcesets import read_force_sets, read_jobstore
@@ -234,11 +274,28 @@ def finetune_job(
         train, val = split_by_compound(sets, list(validation))
     else:
         train, val = sets, []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / name
-        result = finetune(base_model, train, val, settings_obj, out_dir=folder)
-        archive, sha256 = model_archive(folder)
     uuid = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else "local"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, checkpoints = Path(tmp) / name, Path(tmp) / "checkpoint"
+        keep = None
+        if store is not None:
+            restore_checkpoint(store, uuid, checkpoints)
+
+            def keep(path: Path) -> None:
+                save_checkpoint(store, uuid, path)
+
+        result = finetune(
+            base_model,
+            train,
+            val,
+            settings_obj,
+            out_dir=folder,
+            checkpoint_dir=checkpoints,
+            on_checkpoint=keep,
+        )
+        archive, sha256 = model_archive(folder)
+    if store is not None:
+        _checkpoint_store(store).remove_docs({_CHECKPOINT_KEY: uuid})
     ref = StoredModel(
         uuid=uuid,
         sha256=sha256,
