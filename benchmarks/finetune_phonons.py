@@ -19,6 +19,19 @@ disjoint compound sets** (deterministic, printed and written to the JSON):
   supercells per training compound (seeded random subset); ``--max-atoms`` skips larger
   training cells (CPU budget).
 
+Cross-validation (``--folds K --fold k``, one process per fold, then ``--summarize``): the
+phonopy compounds (one per reduced formula) are dealt into K seeded groups; fold k tests on
+group k, selects on group k + 1 and trains on the rest, so that every compound is a test
+compound once and the pooled ratio does not hang on one choice of five compounds. Works on
+any collection of force sets (no compound names assumed). ``--max-train-compounds N``
+trains on a seeded subset of N training sets (learning curve: does transfer grow with the
+number of compounds?).
+
+Baselines, from the pretrained model alone (JSON ``baselines``): one global frequency scale
+fitted on the training compounds and applied to the test compounds (a one-parameter
+"fine-tuning" of the systematic softening), and each test compound's own best scale (an
+oracle that uses its DFT data: what remains is error in the shape of the spectrum).
+
 Metric: phonon-frequency MAE (THz) by the protocol of :mod:`tdphonon.evaluation`,
 pretrained vs fine-tuned, per compound and mean, their ratio (issue target: >= 4), force
 MAE, training time, number of training supercells, force evaluations (training,
@@ -32,8 +45,15 @@ Usage::
 
 Several ``--json`` files of the same split can be merged with ``--merge A.json B.json``
 (e.g. configs run as parallel processes); the chosen configuration is then re-derived from
-the selection MAE. The exact commands of the committed results are in docs/finetuning.md
-and in the JSON (``command``).
+the selection MAE. Cross-validation::
+
+    for k in 0 1 2 3; do nice python benchmarks/finetune_phonons.py --folds 4 --fold $k \
+        --configs last-block-e0 --epochs 4 --json /tmp/cv/fold$k.json; done
+    python benchmarks/finetune_phonons.py --summarize /tmp/cv/fold*.json \
+        --json benchmarks/results/finetune_phonons_cv.json
+
+The exact commands of the committed results are in docs/finetuning.md and in the JSON
+(``command``).
 """
 
 from __future__ import annotations
@@ -49,7 +69,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tdphonon.evaluation import EvaluationResult, evaluate
+from tdphonon.evaluation import (
+    EvaluationResult,
+    dft_frequencies,
+    evaluate,
+    frequencies_from_forces,
+)
 from tdphonon.finetune import FineTuneSettings, finetune
 from tdphonon.forcesets import ForceSet, read_force_sets
 
@@ -148,6 +173,77 @@ def split_three_ways(
     return train, selection, test
 
 
+def split_folds(
+    phonopy_sets: list[ForceSet], extra_sets: list[ForceSet], n_folds: int, fold: int, seed: int
+) -> tuple[list[ForceSet], list[ForceSet], list[ForceSet]]:
+    """Rotating cross-validation split: (train candidates, selection, test) for one fold.
+
+    The phonopy force sets, one per reduced formula (the first by name), are shuffled with
+    ``random.Random(seed)`` and dealt into ``n_folds`` groups; fold ``k`` tests on group ``k``
+    and selects on group ``k + 1`` (cyclic), so that over all folds every compound is a test
+    compound exactly once. Works for any collection of force sets (no names assumed).
+    """
+    if not 3 <= n_folds or not 0 <= fold < n_folds:
+        raise SystemExit(f"need n_folds >= 3 and 0 <= fold < n_folds, got {n_folds}, {fold}")
+    first_of_formula: dict[str, ForceSet] = {}
+    for s in sorted(phonopy_sets, key=lambda s: s.name):
+        first_of_formula.setdefault(_formula(s), s)
+    names = sorted(s.name for s in first_of_formula.values())
+    random.Random(seed).shuffle(names)
+    groups = [sorted(names[i::n_folds]) for i in range(n_folds)]
+    return split_three_ways(
+        phonopy_sets, extra_sets, groups[(fold + 1) % n_folds], groups[fold], 0, seed
+    )
+
+
+def _pretrained_frequencies(force_set: ForceSet, calculator) -> tuple[np.ndarray, ...]:
+    """(model, DFT, weights) frequencies of a set by the evaluation protocol."""
+    structures = [force_set.reference] + [
+        force_set.supercells[i] for i in force_set.harmonic_indices
+    ]
+    _, forces = calculator.compute(structures)
+    model, _, _ = frequencies_from_forces(force_set, forces[1:] - forces[0][None])
+    dft, weights, _ = dft_frequencies(force_set)
+    return model, dft, weights
+
+
+def scale_baselines(train: list[ForceSet], test: list[ForceSet], calculator) -> dict:
+    """How much of the pretrained error is a systematic softening (a frequency scale)?
+
+    * ``global_scale``: one factor s on all pretrained frequencies, fitted on the training
+      compounds with finite displacements (lowest mean MAE), applied to the test compounds:
+      the simplest possible "fine-tuning", one parameter;
+    * ``oracle_scale``: each test compound's own best factor (uses its DFT data, so it is a
+      diagnostic, not a model): what is left is error in the shape of the spectrum.
+    """
+    scales = np.linspace(0.5, 2.5, 401)
+
+    def maes(freqs: tuple[np.ndarray, ...]) -> np.ndarray:
+        model, dft, weights = freqs
+        return np.array(
+            [np.average(np.abs(s * model - dft).mean(axis=1), weights=weights) for s in scales]
+        )
+
+    train_curves = [maes(_pretrained_frequencies(s, calculator)) for s in train if not s.is_random]
+    test_curves = {s.name: maes(_pretrained_frequencies(s, calculator)) for s in test}
+    best = int(np.argmin(np.mean(train_curves, axis=0)))
+    return {
+        "global_scale": float(scales[best]),
+        "global_scale_fitted_on": len(train_curves),
+        "test_global_scale_mae_thz": float(np.mean([c[best] for c in test_curves.values()])),
+        "test_oracle_scale_mae_thz": float(np.mean([c.min() for c in test_curves.values()])),
+        "per_compound": [
+            {
+                "name": name,
+                "global_scale_thz": float(c[best]),
+                "oracle_scale": float(scales[int(np.argmin(c))]),
+                "oracle_scale_thz": float(c.min()),
+            }
+            for name, c in test_curves.items()
+        ],
+    }
+
+
 def _per_compound(before: EvaluationResult, after: EvaluationResult) -> list[dict]:
     return [
         {
@@ -175,6 +271,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=5)
     parser.add_argument("--no-random", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--folds", type=int, default=None, help="cross-validation: number of compound folds"
+    )
+    parser.add_argument("--fold", type=int, default=0, help="with --folds: which fold to run")
+    parser.add_argument(
+        "--max-train-compounds",
+        type=int,
+        default=None,
+        help="learning curve: train on a seeded random subset of this many compounds",
+    )
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="combine the result files of all folds (and training-set sizes) into --json",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument(
         "--merge", nargs="+", type=Path, default=None, help="merge these result files into --json"
@@ -182,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return _merge(args.merge, args.json)
+    if args.summarize:
+        return _summarize(args.summarize, args.json)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
@@ -201,16 +316,27 @@ def main(argv: list[str] | None = None) -> int:
                 rd / "AlN-rd__phonopy_params_mp-661.yaml.xz",
             ]
         )
-    candidates, selection, test = split_three_ways(
-        phonopy_sets, extra, args.selection, args.test, args.n_test, args.seed
-    )
+    if args.folds:
+        candidates, selection, test = split_folds(
+            phonopy_sets, extra, args.folds, args.fold, args.seed
+        )
+    else:
+        candidates, selection, test = split_three_ways(
+            phonopy_sets, extra, args.selection, args.test, args.n_test, args.seed
+        )
     held_formulas = {_formula(s) for s in selection + test}
     train, excluded = [], []
     for s in candidates:
         if _formula(s) in held_formulas or len(s.reference) > args.max_atoms:
             excluded.append(s.name)
             continue
-        train.append(_cap(s, args.max_per_compound, args.seed))
+        train.append(s)
+    if args.max_train_compounds is not None and len(train) > args.max_train_compounds:
+        keep = set(random.Random(args.seed).sample(range(len(train)), args.max_train_compounds))
+        excluded += [s.name for i, s in enumerate(train) if i not in keep]
+        train = [s for i, s in enumerate(train) if i in keep]
+    uncapped_train = train
+    train = [_cap(s, args.max_per_compound, args.seed) for s in train]
     n_train = sum(len(s) for s in train)
     print(f"selection: {[s.name for s in selection]}")
     print(f"test:      {[s.name for s in test]}")
@@ -225,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     pretrained_calc = MatglCalculator(load_potential(MODEL))
     test_before = evaluate(test, pretrained_calc)
     print(f"pretrained test MAE {test_before.frequency_mae_thz:.3f} THz")
+    baselines = scale_baselines(uncapped_train, test, pretrained_calc)
+    print(
+        f"baselines: one global frequency scale {baselines['global_scale']:.3f} (fitted on "
+        f"training compounds) -> test {baselines['test_global_scale_mae_thz']:.3f} THz; "
+        f"per-compound oracle scale -> {baselines['test_oracle_scale_mae_thz']:.3f} THz"
+    )
     guard = [a for s in test for a in (s.reference, s.supercells[s.harmonic_indices[0]])]
 
     runs = []
@@ -292,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         out = {
             "protocol": "three disjoint compound sets: train / selection / test (v2)",
+            "folds": None if not args.folds else {"n_folds": args.folds, "fold": args.fold},
+            "max_train_compounds": args.max_train_compounds,
+            "baselines": baselines,
             "model": str(MODEL.name),
             "seed": args.seed,
             "selection": [s.name for s in selection],
@@ -343,6 +478,68 @@ def _merge(files: list[Path], path: Path) -> int:
     out["command"] = [d["command"] for d in docs]
     out["epochs"] = sorted({d["epochs"] for d in docs})  # per run: settings.max_epochs
     _write(out, path)
+    return 0
+
+
+def _summarize(files: list[Path], path: Path) -> int:
+    """Pool cross-validation folds: every compound is tested once per training-set size."""
+    groups: dict[int, list[dict]] = {}
+    for f in files:
+        doc = json.loads(f.read_text())
+        if not doc.get("folds"):
+            raise SystemExit(f"{f} is not a cross-validation fold (run with --folds)")
+        groups.setdefault(doc["max_train_compounds"] or 0, []).append(_choose(doc))
+    summary = []
+    for max_train, docs in sorted(groups.items()):
+        n_train = [len(d["training"]) for d in docs]
+        folds = sorted(d["folds"]["fold"] for d in docs)
+        n_folds = docs[0]["folds"]["n_folds"]
+        compounds, global_scale, oracle = [], [], []
+        for d in docs:
+            run = next(r for r in d["runs"] if r["config"] == d["chosen_config"])
+            compounds += run["test"]["per_compound"]
+            global_scale += [c["global_scale_thz"] for c in d["baselines"]["per_compound"]]
+            oracle += [c["oracle_scale_thz"] for c in d["baselines"]["per_compound"]]
+        before = float(np.mean([c["pretrained_thz"] for c in compounds]))
+        after = float(np.mean([c["finetuned_thz"] for c in compounds]))
+        summary.append(
+            {
+                "max_train_compounds": max_train or None,
+                "n_training_sets": n_train,
+                "folds": folds,
+                "complete": folds == list(range(n_folds)),
+                "n_test_compounds": len(compounds),
+                "pretrained_frequency_mae_thz": before,
+                "finetuned_frequency_mae_thz": after,
+                "ratio": before / after,
+                "fold_ratios": [d["result"]["test_ratio"] for d in docs],
+                "global_scale_baseline_thz": float(np.mean(global_scale)),
+                "global_scale_baseline_ratio": before / float(np.mean(global_scale)),
+                "oracle_scale_thz": float(np.mean(oracle)),
+                "oracle_scale_ratio": before / float(np.mean(oracle)),
+                "compounds_improved": sum(
+                    c["finetuned_thz"] < c["pretrained_thz"] for c in compounds
+                ),
+                "per_compound": compounds,
+            }
+        )
+        print(
+            f"training sets {n_train}, folds {folds}: {len(compounds)} test compounds "
+            f"{before:.3f} -> {after:.3f} THz, ratio {before / after:.2f} (target 4); one global "
+            f"scale {np.mean(global_scale):.3f} THz, oracle per-compound scale "
+            f"{np.mean(oracle):.3f} THz"
+        )
+    out = {
+        "protocol": "cross-validation over compound folds: fold k tests on group k, selects on "
+        "group k+1, trains on the rest (v3)",
+        "model": json.loads(files[0].read_text())["model"],
+        "files": [str(f) for f in files],
+        "commands": [json.loads(f.read_text())["command"] for f in files],
+        "summary": summary,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
     return 0
 
 

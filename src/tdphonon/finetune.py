@@ -675,7 +675,7 @@ def finetune(
                 state["training_time_s"] = elapsed()
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 partial = checkpoint.with_name(checkpoint.name + ".partial")
-                trainer.save_checkpoint(partial)
+                trainer.save_checkpoint(partial, weights_only=False)
                 os.replace(partial, checkpoint)  # a crash mid-write keeps the previous one
                 if on_checkpoint is not None:
                     on_checkpoint(checkpoint)
