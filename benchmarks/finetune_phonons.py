@@ -85,8 +85,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "finetune_phonons.json"
 #: Selection compounds (model selection only): those the old-protocol runs were tuned on.
 SELECTION = ("BaTiO3_P4mm", "LiAl5O8_P4_332", "MgRe2O8_P31m", "NaCl", "RbIn3F10_P222_1")
 
-#: Parameters of the last graph block + readout of M3GNet (3 blocks: 0, 1, 2).
-LAST_BLOCK = ["model.graph_layers.2", "model.three_body_interactions.2", "model.final_layer"]
+#: The last graph block + readout of M3GNet (3 blocks: 0, 1, 2; FineTuneSettings default).
+LAST_BLOCK = "last-block"
 
 CONFIGS = {
     # all layers, Adam 1e-4, cosine decay; forces relative to the undisplaced supercell,

@@ -102,7 +102,7 @@ def test_evaluate_cli_json(tmp_path, shared_dir, m3gnet_path):
 
 # -- fine-tuning -----------------------------------------------------------------------------
 
-SETTINGS = {"max_epochs": 3, "batch_size": 1, "lr": 1e-4, "seed": 7}
+SETTINGS = {"max_epochs": 3, "batch_size": 1, "lr": 1e-4, "seed": 7, "trainable": "all"}
 
 
 def _weights(potential):
@@ -213,6 +213,20 @@ def test_finetune_deterministic_and_mixed_labels(sets, shared_dir, m3gnet_path):
     )
     w2 = _weights(other.potential)
     assert any(not np.array_equal(w0[k], w2[k]) for k in w0)
+
+
+def test_trainable_layers(m3gnet_path):
+    from tdphonon.finetune import _set_trainable
+    from tdphonon.potentials import load_potential
+
+    potential = load_potential(m3gnet_path)
+    last = ["model.graph_layers.2.", "model.three_body_interactions.2.", "model.final_layer"]
+    assert _set_trainable(potential, "last-block") == _set_trainable(potential, last)
+    counts = _set_trainable(potential, "last-block")
+    assert 1e5 < counts["trainable"] < counts["frozen"]
+    assert _set_trainable(potential, "all")["frozen"] == 0
+    with pytest.raises(ValueError, match="last-block"):
+        _set_trainable(potential, "some")
 
 
 def test_finetune_bad_input(sets, m3gnet_path):

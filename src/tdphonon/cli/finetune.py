@@ -54,9 +54,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4, help="supercells per step")
     parser.add_argument(
         "--trainable",
-        default="all",
-        choices=["all", "interactions", "readout"],
-        help="layers to train (default all)",
+        default="last-block",
+        choices=["last-block", "all", "interactions", "readout"],
+        help="layers to train (default last-block: the last graph block and the readout)",
     )
     parser.add_argument("--energy-weight", type=float, default=1.0)
     parser.add_argument("--force-weight", type=float, default=1.0)
