@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-train-compounds",
         type=int,
         default=None,
-        help="learning curve: train on a seeded random subset of this many compounds",
+        help="learning curve: train on a seeded random subset of this many training sets",
     )
     parser.add_argument(
         "--summarize",

@@ -26,6 +26,7 @@ import socket
 import tarfile
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -277,13 +278,8 @@ def finetune_job(
     uuid = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else "local"
     with tempfile.TemporaryDirectory() as tmp:
         folder, checkpoints = Path(tmp) / name, Path(tmp) / "checkpoint"
-        keep = None
         if store is not None:
             restore_checkpoint(store, uuid, checkpoints)
-
-            def keep(path: Path) -> None:
-                save_checkpoint(store, uuid, path)
-
         result = finetune(
             base_model,
             train,
@@ -291,7 +287,7 @@ def finetune_job(
             settings_obj,
             out_dir=folder,
             checkpoint_dir=checkpoints,
-            on_checkpoint=keep,
+            on_checkpoint=None if store is None else partial(save_checkpoint, store, uuid),
         )
         archive, sha256 = model_archive(folder)
     if store is not None:
