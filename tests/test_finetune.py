@@ -68,6 +68,11 @@ def test_evaluating_dft_against_itself_gives_zero(sets):
     freqs, weights, _ = dft_frequencies(sets["NaCl"])
     expected = np.average(np.abs(freqs).mean(axis=1), weights=weights)
     assert scaled.frequency_mae_thz == pytest.approx(expected, rel=1e-4)
+    assert nacl.frequency_scale == pytest.approx(1.0, abs=1e-6)
+    assert abs(nacl.frequency_mean_error_thz) < 1e-6
+    # too stiff by exactly 2x: the diagnostics say so
+    assert scaled.frequency_scale == pytest.approx(0.5, rel=1e-6)
+    assert scaled.frequency_mean_error_thz == pytest.approx(expected, rel=1e-4)
     # a random-displacement set (symfc) against itself
     rd = read_phono3py(
         sets["NaCl"].source.split("phonon-forcesets")[0]
@@ -75,6 +80,23 @@ def test_evaluating_dft_against_itself_gives_zero(sets):
     )[0]
     rd_result = evaluate([rd], LookupCalculator(rd)).compounds[0]
     assert rd_result.frequency_mae_thz < 1e-5 and rd_result.n_force_evaluations == 101
+
+
+def test_best_frequency_scale_is_the_mae_minimum():
+    from tdphonon.evaluation import best_frequency_scale
+
+    rng = np.random.default_rng(0)
+    model = rng.uniform(-1, 12, size=(7, 6))
+    dft = 1.3 * model + rng.normal(0, 0.4, size=model.shape)
+    weights = rng.integers(1, 9, size=7)
+
+    def mae(s):
+        return np.average(np.abs(s * model - dft).mean(axis=1), weights=weights)
+
+    best = best_frequency_scale(model, dft, weights)
+    grid = np.linspace(0.5, 2.0, 30001)
+    assert mae(best) <= min(mae(x) for x in grid) + 1e-12
+    assert best == pytest.approx(1.3, abs=0.05)
 
 
 def test_evaluate_cli_json(tmp_path, shared_dir, m3gnet_path):

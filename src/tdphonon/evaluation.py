@@ -21,6 +21,11 @@ differ):
    multiplicity) and over all bands of |ν_model - ν_DFT|. Force MAE: mean absolute
    difference of all force components of the same supercells (after step 2). The overall
    numbers are means over compounds.
+6. Softening diagnostics: the mean signed frequency error (negative: the potential is too
+   soft) and the frequency scale, the factor s that minimises the MAE of s·ν_model against
+   ν_DFT (:func:`best_frequency_scale`). A universal potential typically has s > 1 for
+   every compound; how much of its MAE is left at s tells the systematic softening from
+   errors in the shape of the spectrum.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ __all__ = [
     "MESH_LENGTH",
     "CompoundEvaluation",
     "EvaluationResult",
+    "best_frequency_scale",
     "dft_frequencies",
     "evaluate",
     "evaluate_force_set",
@@ -71,6 +77,11 @@ class CompoundEvaluation:
         Gamma-centred mesh.
     dft_min_frequency_thz, model_min_frequency_thz : float
         Lowest frequency on the mesh (negative: imaginary).
+    frequency_mean_error_thz : float
+        Mean signed error ν_model - ν_DFT on the mesh, THz (negative: too soft).
+    frequency_scale : float
+        Factor on the model's frequencies that minimises their MAE
+        (:func:`best_frequency_scale`).
     """
 
     name: str
@@ -81,6 +92,8 @@ class CompoundEvaluation:
     mesh: list[int]
     dft_min_frequency_thz: float
     model_min_frequency_thz: float
+    frequency_mean_error_thz: float
+    frequency_scale: float
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""
@@ -105,6 +118,11 @@ class EvaluationResult:
         return float(np.mean([c.force_mae_ev_per_angstrom for c in self.compounds]))
 
     @property
+    def frequency_mean_error_thz(self) -> float:
+        """Mean of the per-compound mean signed frequency error, THz."""
+        return float(np.mean([c.frequency_mean_error_thz for c in self.compounds]))
+
+    @property
     def n_force_evaluations(self) -> int:
         """Total force evaluations."""
         return sum(c.n_force_evaluations for c in self.compounds)
@@ -115,6 +133,7 @@ class EvaluationResult:
             "overall": {
                 "frequency_mae_thz": self.frequency_mae_thz,
                 "force_mae_ev_per_angstrom": self.force_mae_ev_per_angstrom,
+                "frequency_mean_error_thz": self.frequency_mean_error_thz,
                 "n_compounds": len(self.compounds),
                 "n_force_evaluations": self.n_force_evaluations,
             },
@@ -127,6 +146,38 @@ class EvaluationResult:
                 "force_constants": "phonopy finite displacements / symfc for random sets",
             },
         }
+
+
+def best_frequency_scale(
+    model_frequencies: np.ndarray, dft_frequencies: np.ndarray, weights: np.ndarray
+) -> float:
+    """Factor s minimising the q-weighted MAE of ``s * model_frequencies`` vs DFT.
+
+    Σ_q w_q Σ_b |s a_qb - b_qb| = Σ w_q |a_qb| |s - b_qb / a_qb| is minimised exactly by the
+    weighted median of the ratios b/a with weights w_q |a_qb| (modes with a = 0 do not
+    depend on s).
+
+    Parameters
+    ----------
+    model_frequencies, dft_frequencies : numpy.ndarray
+        (n_q, n_bands) THz.
+    weights : numpy.ndarray
+        (n_q,) q-point multiplicities.
+
+    Returns
+    -------
+    float
+    """
+    a = np.asarray(model_frequencies, dtype=float).ravel()
+    b = np.asarray(dft_frequencies, dtype=float).ravel()
+    w = np.repeat(np.asarray(weights, dtype=float), np.shape(model_frequencies)[1]) * np.abs(a)
+    keep = w > 0
+    if not keep.any():
+        return 1.0
+    ratios, w = b[keep] / a[keep], w[keep]
+    order = np.argsort(ratios)
+    cumulative = np.cumsum(w[order])
+    return float(ratios[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def _phonopy(force_set: ForceSet) -> Phonopy:
@@ -247,6 +298,7 @@ def evaluate_force_set(
     freq_dft, weights, mesh = dft_frequencies(force_set)
     freq_model, _, _ = frequencies_from_forces(force_set, model_forces)
     per_q = np.abs(freq_model - freq_dft).mean(axis=1)
+    mean_error = np.average((freq_model - freq_dft).mean(axis=1), weights=weights)
     return CompoundEvaluation(
         name=force_set.name,
         frequency_mae_thz=float(np.average(per_q, weights=weights)),
@@ -256,6 +308,8 @@ def evaluate_force_set(
         mesh=mesh,
         dft_min_frequency_thz=float(freq_dft.min()),
         model_min_frequency_thz=float(freq_model.min()),
+        frequency_mean_error_thz=float(mean_error),
+        frequency_scale=best_frequency_scale(freq_model, freq_dft, weights),
     )
 
 
