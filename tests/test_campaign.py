@@ -529,11 +529,16 @@ def test_command_line(campaign, databases, tmp_path, capsys):
     launchpad = databases.launchpad()
     launchpad_file = tmp_path / "my_launchpad.yaml"
     launchpad_file.write_text(f"host: localhost\nport: 27017\nname: {launchpad.name}\n")
-    argv = ["submit", str(folder), "--model", "emt", "-T", "300", "--launchpad"]
+    argv = ["submit", str(folder), "--model", "emt", "-T", "300", "--supercell", "2", "2", "2"]
+    argv += ["--batch-size", "4", "--launchpad"]
     assert main([*argv, str(launchpad_file), "--json", str(tmp_path / "r.json"), "-q"]) == 0
     assert "1 submitted, 0 skipped" in capsys.readouterr().out
     fw = launchpad.fireworks.find_one({"name": "harmonic"})
     assert fw["spec"]["_category"] == "gpu" and fw["spec"]["formula"] == "Cu"
+    # the SSCHA options are those of tdphonon run, and reach the jobs
+    harmonic = fw["spec"]["_tasks"][0]["job"]["function_kwargs"]
+    assert harmonic["supercell_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    assert harmonic["batch_size"] == 4
     assert main([*argv, str(launchpad_file), "-q"]) == 0
     assert "0 submitted, 1 skipped" in capsys.readouterr().out
     assert launchpad.workflows.count_documents({}) == 1

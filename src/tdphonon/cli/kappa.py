@@ -53,6 +53,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_temperatures_option(parser, "temperatures in K (> 0; default 300)")
     add_kappa_options(parser)
     run.add_sscha_options(parser)
+    run.add_store_option(parser)
     parser.add_argument("--json", metavar="FILE", help="write the per-temperature kappa JSON")
     parser.add_argument(
         "--plots", metavar="DIR", default=".", help="directory for the kappa(T) plot"

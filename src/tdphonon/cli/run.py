@@ -37,6 +37,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     run.add_argument("structure", help="crystal structure file (CIF, POSCAR, pymatgen JSON, ...)")
     add_temperatures_option(run, "temperatures in K, done in the given order (default: 300)")
     add_sscha_options(run)
+    add_store_option(run)
     run.add_argument("--export", metavar="DIR", help="write phonopy files with force constants")
     run.add_argument("--json", metavar="FILE", help="write a JSON summary")
     run.add_argument(
@@ -59,14 +60,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return run
 
 
-def add_sscha_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the potential, store, supercell and SSCHA (shared with ``kappa``)."""
-    add_model_option(parser)
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    """``--store`` of the commands that run flows here (``run``, ``kappa``)."""
     parser.add_argument(
         "--store",
         help="store: a directory for the embedded database, or a jobflow.yaml / JSON file "
         "with a JobStore (e.g. MongoDB + GridFS); default ~/.tdphonon/store",
     )
+
+
+def add_sscha_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the potential, supercell and SSCHA (shared with ``kappa`` and ``submit``)."""
+    add_model_option(parser)
     cell = parser.add_mutually_exclusive_group()
     cell.add_argument(
         "--supercell",

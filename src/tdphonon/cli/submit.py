@@ -6,12 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from tdphonon.cli import (
-    CommandError,
-    add_connection_options,
-    add_model_option,
-    add_temperatures_option,
-)
+from tdphonon.cli import CommandError, add_connection_options, add_temperatures_option
+from tdphonon.cli.run import add_sscha_options, sscha_maker
 
 SUBMIT_EPILOG = """\
 examples:
@@ -48,7 +44,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("structures", nargs="+", help="structure files, folders or mp-ids")
     add_temperatures_option(parser, "temperatures in K (default: 300)")
-    add_model_option(parser)
+    add_sscha_options(parser)
     parser.add_argument(
         "--finetune-data",
         nargs="+",
@@ -68,24 +64,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "worker's own JOB_STORE)",
     )
     parser.add_argument(
-        "--min-length",
-        type=float,
-        default=10.0,
-        metavar="ANGSTROM",
-        help="minimum periodic image distance of the supercell (default 10)",
-    )
-    parser.add_argument("--no-relax", action="store_true", help="keep the given geometries")
-    parser.add_argument("--statistics", choices=["quantum", "classical"], default="quantum")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.05,
-        metavar="THZ",
-        help="target accuracy of renormalised frequencies, THz (default 0.05)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default="auto", help="device of the jobs (default auto)")
-    parser.add_argument(
         "--heavy-category",
         default="gpu",
         help="category of heavy jobs; 'none' for any worker (default gpu)",
@@ -102,9 +80,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="route with FireWorks _category or _fworker (default category)",
     )
     parser.add_argument(
-        "--batch-size",
+        "--submit-batch",
         type=int,
         default=200,
+        metavar="N",
         help="workflows added per database round trip (default 200)",
     )
     parser.add_argument("--dry-run", action="store_true", help="build and check, submit nothing")
@@ -125,12 +104,11 @@ def _category(value: str) -> str | None:
 def command(args: argparse.Namespace) -> int:
     """Submit the campaign."""
     from tdphonon.campaign import CampaignMaker, read_structures, submit_flows
-    from tdphonon.flows import SSCHAMaker
     from tdphonon.query import connect_launchpad, connect_store
     from tdphonon.stores import store_from_file
 
-    if args.batch_size < 1:
-        raise CommandError("--batch-size must be at least 1")
+    if args.submit_batch < 1:
+        raise CommandError("--submit-batch must be at least 1")
     if args.retries < 1:
         raise CommandError("--retries must be at least 1")
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
@@ -143,19 +121,8 @@ def command(args: argparse.Namespace) -> int:
             store_from_file(args.store), retries=args.retries, timeout_ms=timeout_ms
         )
     structures = read_structures(args.structures, mp_api_key=args.mp_api_key)
-    sscha = SSCHAMaker(
-        model=args.model,
-        device=args.device,
-        relax=not args.no_relax,
-        min_length=args.min_length,
-        sscha_settings={
-            "statistics": args.statistics,
-            "frequency_tolerance": args.tolerance,
-            "seed": args.seed,
-        },
-    )
     maker = CampaignMaker(
-        sscha_maker=sscha,
+        sscha_maker=sscha_maker(args),
         temperatures=args.temperatures,
         finetune_data=args.finetune_data,
         kappa=args.kappa,
@@ -168,7 +135,7 @@ def command(args: argparse.Namespace) -> int:
         maker,
         launchpad,
         store=store,
-        batch_size=args.batch_size,
+        batch_size=args.submit_batch,
         skip_existing=not args.resubmit,
         dry_run=args.dry_run,
         progress=not args.quiet,
