@@ -13,6 +13,15 @@ from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.plotter import PhononBSPlotter
 
 
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Lay out, write (150 dpi) and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
 def plot_band_structures(
     band_structures: Mapping[str, PhononBandStructureSymmLine],
     path: str | Path,
@@ -61,11 +70,7 @@ def plot_band_structures(
     ax.set_ylabel("Frequency (THz)")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_convergence(
@@ -112,11 +117,7 @@ def plot_convergence(
     ax_cost.set_xlabel("Iteration")
     ax_cost.set_ylabel("Force evaluations (cumulative)")
     ax_cost.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_kappa_temperature(
@@ -168,8 +169,4 @@ def plot_kappa_temperature(
     ax.set_ylim(bottom=0, top=1.1 * ax.get_ylim()[1])  # room for the top marker
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
