@@ -432,9 +432,18 @@ def test_finetune_then_sscha_flow(tmp_path, monkeypatch, shared_dir, m3gnet_path
     assert docs[0]["temperature"] == 300.0
 
 
-def test_finetune_resumes_from_checkpoint(tmp_path, sets, m3gnet_path):
+def test_finetune_resumes_from_checkpoint(tmp_path, monkeypatch, sets, m3gnet_path):
     """A run killed after epoch 1 and restarted gives the uninterrupted run's weights."""
+    from tdphonon import finetune as finetune_module
     from tdphonon.finetune import CHECKPOINT_FILE, FineTuneSettings, finetune
+
+    validations = []
+
+    def counted_evaluate(*args, **kwargs):
+        validations.append(1)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "evaluate", counted_evaluate)
 
     train, val = [sets["NaCl"]], [sets["MgO"]]
     settings = FineTuneSettings(max_epochs=2, batch_size=1, lr=1e-4, seed=3, patience=5)
@@ -450,11 +459,13 @@ def test_finetune_resumes_from_checkpoint(tmp_path, sets, m3gnet_path):
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Killed):
         finetune(m3gnet_path, train, val, settings, checkpoint_dir=ckpt, on_checkpoint=kill)
-    written = []
+    written, validations[:] = [], []
     resumed = finetune(
         m3gnet_path, train, val, settings, checkpoint_dir=ckpt, on_checkpoint=written.append
     )
     assert len(written) == 1  # only epoch 2 was trained again
+    assert len(validations) == 2  # epoch 2 and the final model; the pretrained one is stored
+    assert resumed.before.frequency_mae_thz == reference.before.frequency_mae_thz
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert resumed.history == pytest.approx(reference.history)
     assert resumed.best_epoch == reference.best_epoch

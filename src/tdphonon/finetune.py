@@ -618,6 +618,7 @@ def finetune(
         "weights": None,
         "stopped": False,
         "training_time_s": 0.0,
+        "before": None,
     }
     fingerprint = _fingerprint(base_name, train, validation, settings)
     checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_FILE
@@ -630,15 +631,17 @@ def finetune(
         potential.train()
         return result
 
-    before = validate()
-    if before is not None:
-        state["best"] = before.frequency_mae_thz
-        state["weights"] = copy.deepcopy(potential.state_dict())
     resumed = _read_checkpoint(checkpoint, fingerprint)
-    if resumed is not None:
+    if resumed is not None:  # the pretrained model's validation is in the checkpoint
         history[:] = resumed["history"]
         state.update(resumed["state"])
         logger.info("fine-tune: resuming after epoch %d from %s", len(history), checkpoint)
+    else:
+        state["before"] = validate()
+        if state["before"] is not None:
+            state["best"] = state["before"].frequency_mae_thz
+            state["weights"] = copy.deepcopy(potential.state_dict())
+    before = state["before"]
 
     class PhononValidation(pl.Callback):
         @property
