@@ -69,12 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tdphonon.evaluation import (
-    EvaluationResult,
-    dft_frequencies,
-    evaluate,
-    frequencies_from_forces,
-)
+from tdphonon.evaluation import EvaluationResult, dft_frequencies, evaluate
 from tdphonon.finetune import FineTuneSettings, finetune
 from tdphonon.forcesets import ForceSet, read_force_sets
 
@@ -196,18 +191,9 @@ def split_folds(
     )
 
 
-def _pretrained_frequencies(force_set: ForceSet, calculator) -> tuple[np.ndarray, ...]:
-    """(model, DFT, weights) frequencies of a set by the evaluation protocol."""
-    structures = [force_set.reference] + [
-        force_set.supercells[i] for i in force_set.harmonic_indices
-    ]
-    _, forces = calculator.compute(structures)
-    model, _, _ = frequencies_from_forces(force_set, forces[1:] - forces[0][None])
-    dft, weights, _ = dft_frequencies(force_set)
-    return model, dft, weights
-
-
-def scale_baselines(train: list[ForceSet], test: list[ForceSet], calculator) -> dict:
+def scale_baselines(
+    train: list[ForceSet], test: list[ForceSet], test_before: EvaluationResult, calculator
+) -> dict:
     """How much of the pretrained error is a systematic softening (a frequency scale)?
 
     * ``global_scale``: one factor s on all pretrained frequencies, fitted on the training
@@ -215,17 +201,27 @@ def scale_baselines(train: list[ForceSet], test: list[ForceSet], calculator) -> 
       the simplest possible "fine-tuning", one parameter;
     * ``oracle_scale``: each test compound's own best factor (uses its DFT data, so it is a
       diagnostic, not a model): what is left is error in the shape of the spectrum.
+
+    ``test_before`` is the pretrained model's evaluation of ``test`` (its frequencies are
+    reused); the training compounds are evaluated here.
     """
     scales = np.linspace(0.5, 2.5, 401)
 
-    def maes(freqs: tuple[np.ndarray, ...]) -> np.ndarray:
-        model, dft, weights = freqs
+    def maes(force_set: ForceSet, model: np.ndarray) -> np.ndarray:
+        dft, weights, _ = dft_frequencies(force_set)
         return np.array(
             [np.average(np.abs(s * model - dft).mean(axis=1), weights=weights) for s in scales]
         )
 
-    train_curves = [maes(_pretrained_frequencies(s, calculator)) for s in train if not s.is_random]
-    test_curves = {s.name: maes(_pretrained_frequencies(s, calculator)) for s in test}
+    finite = [s for s in train if not s.is_random]
+    if not finite:
+        raise SystemExit("the global-scale baseline needs a finite-displacement training set")
+    train_before = evaluate(finite, calculator).compounds
+    train_curves = [maes(s, c.model_frequencies) for s, c in zip(finite, train_before, strict=True)]
+    test_curves = {
+        s.name: maes(s, c.model_frequencies)
+        for s, c in zip(test, test_before.compounds, strict=True)
+    }
     best = int(np.argmin(np.mean(train_curves, axis=0)))
     return {
         "global_scale": float(scales[best]),
@@ -351,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     pretrained_calc = MatglCalculator(load_potential(MODEL))
     test_before = evaluate(test, pretrained_calc)
     print(f"pretrained test MAE {test_before.frequency_mae_thz:.3f} THz")
-    baselines = scale_baselines(uncapped_train, test, pretrained_calc)
+    baselines = scale_baselines(uncapped_train, test, test_before, pretrained_calc)
     print(
         f"baselines: one global frequency scale {baselines['global_scale']:.3f} (fitted on "
         f"training compounds) -> test {baselines['test_global_scale_mae_thz']:.3f} THz; "

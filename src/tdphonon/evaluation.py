@@ -31,7 +31,7 @@ differ):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,6 +82,9 @@ class CompoundEvaluation:
     frequency_scale : float
         Factor on the model's frequencies that minimises their MAE
         (:func:`best_frequency_scale`).
+    model_frequencies : numpy.ndarray
+        (n_irreducible_q, n_bands) the model's frequencies on the mesh, THz, in the order of
+        :func:`dft_frequencies` (not in :meth:`as_dict`).
     """
 
     name: str
@@ -94,10 +97,11 @@ class CompoundEvaluation:
     model_min_frequency_thz: float
     frequency_mean_error_thz: float
     frequency_scale: float
+    model_frequencies: np.ndarray = field(repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict."""
-        return asdict(self)
+        """JSON-serialisable dict (without the frequencies)."""
+        return {k: v for k, v in asdict(self).items() if k != "model_frequencies"}
 
 
 @dataclass
@@ -310,6 +314,7 @@ def evaluate_force_set(
         model_min_frequency_thz=float(freq_model.min()),
         frequency_mean_error_thz=float(mean_error),
         frequency_scale=best_frequency_scale(freq_model, freq_dft, weights),
+        model_frequencies=freq_model,
     )
 
 
