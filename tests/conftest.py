@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,28 @@ def _single_threaded_blas():
         yield
 
 
-SHARED = Path(os.environ.get("TDPHONON_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+def _find_shared() -> Path:
+    """``$TDPHONON_SHARED``, else ``shared/`` beside the repository, else beside the checkout
+    this one was cloned from (a clean clone in a temporary folder, as CI makes)."""
+    if os.environ.get("TDPHONON_SHARED"):
+        return Path(os.environ["TDPHONON_SHARED"])
+    repo = Path(__file__).resolve().parents[1]
+    candidates = [repo.parent / "shared"]
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and Path(origin).is_dir():
+        candidates.append(Path(origin).resolve().parent / "shared")
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED = _find_shared()
 MODELS = Path(os.environ.get("TDPHONON_MODEL_DIR", SHARED / "models"))
 M3GNET_MP = MODELS / "M3GNet-MP-2021.2.8-PES"
 
