@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
@@ -38,21 +37,14 @@ from tdphonon.potentials import (
     save_potential,
 )
 
-MODEL_DIR = Path(
-    os.environ.get("TDPHONON_MODEL_DIR", Path(__file__).resolve().parents[2] / "shared" / "models")
-)
 MP_NAME = "M3GNet-MP-2021.2.8-PES"
 
 
 @pytest.fixture(scope="module")
-def mp_model_dir() -> Path:
-    folder = MODEL_DIR / MP_NAME
-    if not (folder / "model.json").is_file():
-        pytest.skip(
-            f"pretrained model not found at {folder}; set TDPHONON_MODEL_DIR to the folder "
-            f"holding {MP_NAME}"
-        )
-    return folder
+def mp_model_dir(m3gnet_path: Path) -> Path:
+    """The pretrained model folder (located by conftest: ``$TDPHONON_MODEL_DIR`` or shared/)."""
+    assert m3gnet_path.name == MP_NAME
+    return m3gnet_path
 
 
 @pytest.fixture(scope="module")
