@@ -152,10 +152,19 @@ def test_non_finite_forces_raise():
         calc.compute([bulk("Cu", "fcc", a=3.6)])
 
 
-def test_get_calculator_environment(monkeypatch):
+def test_get_calculator_environment(monkeypatch, tmp_path):
+    from tdphonon import potentials
+
     monkeypatch.delenv("TDPHONON_MODEL", raising=False)
-    with pytest.raises(ModelLoadError, match="TDPHONON_MODEL"):
+    assert potentials.default_model() == potentials.DEFAULT_MODEL == "M3GNet-MP-2021.2.8-PES"
+    # no model anywhere: the default is the pretrained M3GNet by its hub name; offline and not
+    # cached, the message says what to do in the command's words, and names no local path
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("matgl.config.MATGL_CACHE", tmp_path / "empty-cache")
+    with pytest.raises(ModelLoadError, match=r"M3GNet-MP-2021\.2\.8-PES") as error:
         get_calculator()
+    message = str(error.value)
+    assert "--model" in message and "model=" not in message and "shared" not in message
     monkeypatch.setenv("TDPHONON_MODEL", "emt")
     assert get_calculator().name == "emt"
     emt = AseCalculator(EMT())
@@ -177,6 +186,23 @@ def test_model_load_errors(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="unreachable"):
         get_calculator("M3GNet-PES-NoSuchModel-2099.1")
     assert time.perf_counter() - start < 10
+
+
+def test_hub_check_follows_proxy_settings(monkeypatch):
+    from tdphonon.potentials import _hub_address
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert _hub_address() == ("huggingface.co", 443)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.org:3128")
+    assert _hub_address() == ("proxy.example.org", 3128)
+    monkeypatch.setenv("NO_PROXY", "huggingface.co")
+    assert _hub_address() == ("huggingface.co", 443)
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example.org:8080")
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert _hub_address() == ("mirror.example.org", 8080)
 
 
 def test_convention_from_name_and_metadata():

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from matgl.apps.pes import Potential
 
 __all__ = [
+    "DEFAULT_MODEL",
     "MODEL_ENV_VAR",
     "AseCalculator",
     "ForceCalculator",
@@ -56,14 +57,19 @@ __all__ = [
     "ModelLoadError",
     "NonFiniteForcesError",
     "UnsupportedElementError",
+    "default_model",
     "get_calculator",
     "load_potential",
     "message_convention",
     "save_potential",
 ]
 
-#: Environment variable read by :func:`get_calculator` when no model is given.
+#: Environment variable naming the model to use when none is given.
 MODEL_ENV_VAR = "TDPHONON_MODEL"
+
+#: The model used when none is given and ``TDPHONON_MODEL`` is unset: the universal M3GNet
+#: that the study fine-tuned, by its matgl hub name (downloaded once into matgl's cache).
+DEFAULT_MODEL = "M3GNet-MP-2021.2.8-PES"
 
 _MODEL_FILES = ("model.json", "model.pt", "state.pt")
 _HUB_ORG = "materialyze"
@@ -443,14 +449,40 @@ def _looks_like_path(text: str) -> bool:
     return text.count("/") > 1 or (text.count("/") == 1 and not _HUB_ID_RE.match(text))
 
 
+def default_model() -> str:
+    """The model to use when none is given: ``$TDPHONON_MODEL``, else :data:`DEFAULT_MODEL`.
+
+    The one place where the environment names the model.
+    """
+    return os.environ.get(MODEL_ENV_VAR, "").strip() or DEFAULT_MODEL
+
+
+def _hub_address() -> tuple[str, int]:
+    """``(host, port)`` to reach the model hub: the proxy's when one applies.
+
+    The proxy settings are those the download itself follows (``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``, ... as read by :func:`urllib.request.getproxies`).
+    """
+    from urllib.request import getproxies, proxy_bypass
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    scheme = url.scheme or "https"
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if scheme == "https" else 80)
+    proxies = getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if proxy and not proxy_bypass(host):
+        proxy_url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        default_port = {"https": 443, "socks5": 1080, "socks5h": 1080}.get(proxy_url.scheme, 80)
+        return proxy_url.hostname or host, proxy_url.port or default_port
+    return host, port
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
-    port = url.port or (443 if url.scheme != "http" else 80)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection(_hub_address(), timeout=timeout):
             return True
     except OSError:
         return False
@@ -482,8 +514,9 @@ def _fetch_from_hub(name: str) -> Path:
     )
     if not _hub_reachable():
         raise ModelLoadError(
-            f"{hint}, and the model hub is unreachable (offline?). Pass the path of a local "
-            f"matgl model folder instead, e.g. ../shared/models/M3GNet-MP-2021.2.8-PES."
+            f"{hint}, and the model hub is unreachable (offline, or a proxy needed: set "
+            f"HTTPS_PROXY). Give a local matgl model folder with --model (or "
+            f"{MODEL_ENV_VAR}), or --model emt for a classical potential."
         )
     try:
         return fetch(local_only=False)
@@ -935,7 +968,7 @@ def get_calculator(
     Parameters
     ----------
     model : str, os.PathLike, ForceCalculator, ase Calculator, matgl Potential, or None
-        ``None``: read the ``TDPHONON_MODEL`` environment variable. ``"emt"``
+        ``None``: :func:`default_model` (``$TDPHONON_MODEL``, else :data:`DEFAULT_MODEL`). ``"emt"``
         (case-insensitive): ASE's EMT. A matgl model folder or hub name:
         :class:`MatglCalculator` (legacy weights fixed by :func:`load_potential`). An ASE
         calculator instance is wrapped in :class:`AseCalculator`, a matgl ``Potential``
@@ -952,17 +985,10 @@ def get_calculator(
     Raises
     ------
     ModelLoadError
-        If no model is given and ``TDPHONON_MODEL`` is unset, or the model cannot be loaded.
+        If the model cannot be loaded (e.g. not cached and the hub unreachable).
     """
     if model is None:
-        model = os.environ.get(MODEL_ENV_VAR, "").strip() or None
-        if model is None:
-            raise ModelLoadError(
-                f"no potential given: pass model=... or set the environment variable "
-                f"{MODEL_ENV_VAR} to a matgl model folder (e.g. "
-                f"export {MODEL_ENV_VAR}=../shared/models/M3GNet-MP-2021.2.8-PES), a matgl "
-                f"hub name, or 'emt'"
-            )
+        model = default_model()
     if isinstance(model, ForceCalculator):
         return model
     if isinstance(model, Calculator):

@@ -41,7 +41,7 @@ def get_force_calculator(
     Parameters
     ----------
     model : str, os.PathLike, StoredModel, dict or None
-        matgl model folder or hub name, or ``"emt"``; None reads ``TDPHONON_MODEL``. A
+        matgl model folder or hub name, or ``"emt"``; None: the default model. A
         fine-tuned model stored in a JobStore (:class:`~tdphonon.schemas.StoredModel`, its
         dict, or its ``tdphonon-model://<uuid>/<sha256>`` URI) is fetched into the local
         model cache first (:func:`tdphonon.jobs.finetune.fetch_stored_model`).
@@ -65,7 +65,8 @@ def get_force_calculator(
 def resolve_model(model: Any) -> Any:
     """A model as jobs should receive it, resolved where the flow is made.
 
-    ``None`` becomes ``TDPHONON_MODEL``; an existing model folder becomes an absolute path
+    ``None`` becomes :func:`~tdphonon.potentials.default_model` (``$TDPHONON_MODEL``, else
+    the pretrained M3GNet by its hub name); an existing model folder becomes an absolute path
     (workers may run elsewhere); a stored fine-tuned model (``StoredModel``, its dict or
     URI) becomes its ``tdphonon-model://`` URI; an ``OutputReference`` (a model that an
     earlier job makes) and anything else (a hub name, ``"emt"``) pass unchanged.
@@ -80,8 +81,10 @@ def resolve_model(model: Any) -> Any:
     if stored is not None:
         return stored.uri
     if model is None:
-        model = os.environ.get("TDPHONON_MODEL")
-    text = None if model is None else str(model).strip() or None
+        from tdphonon.potentials import default_model
+
+        model = default_model()
+    text = str(model).strip() or None
     if text is not None and text.lower() != "emt" and Path(text).expanduser().exists():
         return str(Path(text).expanduser().resolve())
     return text

@@ -207,7 +207,8 @@ def save_checkpoint(job_store: Any, uuid: str, path: Path) -> None:
 
 def _resolve_data(data: Sequence[Any], store: Any) -> list:
     """Force sets from paths, or from the store for items ``{"jobstore": {query...}}``."""
-    from tdphonon.forcesets import read_force_sets, read_jobstore
+    from tdphonon.forcesets import read_force_sets
+    from tdphonon.query import read_jobstore
 
     sets, paths = [], []
     for item in data:
@@ -237,11 +238,11 @@ def finetune_job(
     ----------
     data : sequence
         Force-set files or folders (readable on the worker), or ``{"jobstore": {...}}``
-        items: keyword arguments of :func:`tdphonon.forcesets.read_jobstore` (``formula``,
+        items: keyword arguments of :func:`tdphonon.query.read_jobstore` (``formula``,
         ``flow_uuid``, ``query``) applied to this job's own store (atomate2 DFT phonon
         outputs already in the database).
     base_model : str, optional
-        Pretrained matgl model (folder or hub name); None reads ``TDPHONON_MODEL``.
+        Pretrained matgl model (folder or hub name); None: :func:`~tdphonon.potentials.default_model`.
     validation : sequence of str, optional
         Validation compound names; otherwise a seeded split by compound.
     validation_fraction : float
@@ -263,11 +264,10 @@ def finetune_job(
 
     store = getattr(CURRENT_JOB, "store", None)
     settings_obj = FineTuneSettings(**(settings or {}))
-    base_model = base_model or os.environ.get("TDPHONON_MODEL")
     if not base_model:
-        from tdphonon.potentials import ModelLoadError
+        from tdphonon.potentials import default_model
 
-        raise ModelLoadError("no base model: pass base_model or set TDPHONON_MODEL")
+        base_model = default_model()
     sets = _resolve_data(list(data), store)
     if validation is None and validation_fraction > 0 and len(sets) > 1:
         train, val = split_by_compound(sets, fraction=validation_fraction, seed=settings_obj.seed)
