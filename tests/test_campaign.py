@@ -28,14 +28,8 @@ from pymatgen.io.vasp import Poscar
 
 from tdphonon.campaign import CampaignMaker, material_key, read_structures, submit_flows
 from tdphonon.flows import SSCHAMaker
-from tdphonon.query import (
-    CampaignResults,
-    StoreUnreachableError,
-    check_integrity,
-    connect_launchpad,
-    connect_store,
-    ensure_indexes,
-)
+from tdphonon.query import CampaignResults, check_integrity, ensure_indexes
+from tdphonon.stores import StoreUnreachableError, connect_launchpad, connect_store
 
 pytest.importorskip("fireworks")
 mongomock_ng = pytest.importorskip("mongomock_ng")
@@ -153,7 +147,8 @@ def workdir(tmp_path_factory):
 
 
 def campaign_maker(**kwargs) -> CampaignMaker:
-    sscha = SSCHAMaker(model="emt", relax=True, supercell_matrix=[2, 2, 2], sscha_settings=SETTINGS)
+    # min_length 5 Å: the 2x2x2 supercell of the primitive cell, whatever cell is given
+    sscha = SSCHAMaker(model="emt", relax=True, min_length=5.0, sscha_settings=SETTINGS)
     return CampaignMaker(
         sscha_maker=sscha, temperatures=kwargs.pop("temperatures", TEMPERATURES), **kwargs
     )
@@ -217,6 +212,14 @@ def test_read_structures_and_keys(tmp_path):
     settings = campaign_maker().settings()
     keys = {name: material_key(s, settings) for name, s in structures}
     assert keys["Al"] == keys["POSCAR"]  # conventional CIF and primitive POSCAR: one crystal
+    # --supercell applies to the cell given: 2x2x2 of the conventional cell is 32 atoms, of
+    # the primitive one 8; the conventional matrix of the primitive 2x2x2 is the same run
+    conventional, primitive = fcc("Al", conventional=True), fcc("Al")
+    explicit = dict(settings, sscha={**settings["sscha"], "supercell_matrix": [2, 2, 2]})
+    assert material_key(conventional, explicit) != material_key(primitive, explicit)
+    matrix = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+    same = dict(explicit, sscha={**explicit["sscha"], "supercell_matrix": matrix})
+    assert material_key(conventional, same) == material_key(primitive, explicit)
     assert len(set(keys.values())) == 3
     other = campaign_maker(temperatures=[300.0]).settings()
     assert material_key(fcc("Al"), other) != keys["Al"]
@@ -455,7 +458,7 @@ def test_unreachable_database(tmp_path, monkeypatch):
     )
     assert main(["query", "--store", str(store_file), "--retries", "1", "--timeout", "0.1"]) == 2
     # tdphonon run / kappa connect the store before any job: retried, then one line
-    monkeypatch.setattr("tdphonon.query.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("tdphonon.stores.time.sleep", lambda seconds: None)
     slow_file = tmp_path / "jobflow_timeout.yaml"
     slow_file.write_text(
         store_file.read_text().replace(
@@ -634,7 +637,7 @@ def test_finetune_campaign(databases, workdir, shared_dir, m3gnet_path, tmp_path
         model=str(m3gnet_path),
         device="cpu",
         relax=False,
-        supercell_matrix=[2, 2, 2],
+        supercell_matrix=[[0, 1, 1], [1, 0, 1], [1, 1, 0]],  # of NaCl.cif: 16 atoms
         sscha_settings={"frequency_tolerance": 0.3, "max_snapshots": 32, "seed": 1},
     )
     maker = CampaignMaker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,88 @@ def test_unsupported_element_is_reported(tmp_path, capsys):
     code = main(["run", str(EXAMPLES / "NaCl.cif"), "--model", "emt"])
     assert code == 2
     assert "not supported by the potential 'emt'" in capsys.readouterr().err
+
+
+def test_run_prints_no_library_warnings_and_plain_formulas(tmp_path, capsys, caplog):
+    """No jobflow / atomate2 warnings, 'Al' (not 'Al1'), and no f_G max for a monatomic
+    crystal (its 3 modes at Gamma are acoustic)."""
+    import logging
+    import warnings
+
+    from tdphonon.library_warnings import LIBRARY_WARNINGS
+
+    caplog.set_level(logging.INFO)
+    argv = [
+        "run", str(EXAMPLES / "Al_fcc.cif"), "--model", "emt", "-T", "300",
+        "--min-length", "7", "--tolerance", "0.2", "--no-plots", "--store", str(tmp_path / "s"),
+    ]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 0  # with the relaxation (atomate2) and without --quiet
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
+    out, err = capsys.readouterr()
+    for message, category, _ in LIBRARY_WARNINGS:
+        pattern = f"{category.__name__}: {message}"
+        assert not any(re.search(pattern, text) for text in shown), shown
+        assert not re.search(message, err)
+    assert "harmonic phonons of Al:" in caplog.text and "Al1" not in caplog.text + out
+    lines = out.splitlines()
+    assert lines[0].startswith("tdphonon results for Al ")
+    header = next(line for line in lines if "f_G max" in line)
+    end = header.index("f_G max") + len("f_G max")
+    rows = [line for line in lines if line.strip().startswith(("harm.", "300.0"))]
+    assert len(rows) == 2
+    assert all(row[end - 8 : end].strip() == "-" for row in rows), rows
+    assert any("f_G max:" in line and "optical" in line for line in lines)  # the legend
+
+
+def test_formulas_in_messages_are_reduced():
+    from pymatgen.core import Lattice, Structure
+
+    from tdphonon.structures import StructureError, check_structure
+
+    nacl = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.01, 0, 0]])
+    with pytest.raises(StructureError, match=r"^NaCl has atoms closer"):
+        check_structure(nacl)
+
+
+def test_forgetting_guard_table():
+    from tdphonon.cli.finetune import format_forgetting_guard
+
+    guard = {
+        "n_structures": 4,
+        "energy_change_mae_ev_per_atom": 0.01234,
+        "energy_change_mae_ev_per_atom_shifted": 0.004,
+        "force_change_mae_ev_per_angstrom": 0.031,
+        "force_change_max_ev_per_angstrom": 0.21,
+    }
+    lines = format_forgetting_guard(guard).splitlines()
+    assert lines[0].startswith("forgetting guard:") and "4 validation structures" in lines[0]
+    assert len(lines) == 5 and "{" not in "".join(lines)
+    assert lines[1].split()[-2:] == ["0.0123", "eV/atom"]
+    assert lines[4].split()[-2:] == ["0.2100", "eV/Å"]
+    assert "not checked" in format_forgetting_guard({"n_structures": 0})
+
+
+def test_library_warning_filters_are_precise():
+    """jobflow's warning is silenced; the same words from anywhere else still show."""
+    import warnings
+
+    from jobflow import Flow, job
+
+    from tdphonon.library_warnings import ignore_library_warnings
+
+    @job
+    def constant(x):
+        return x
+
+    flow = Flow([constant(1), constant(2)])  # two jobs that do not depend on each other
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(flow.iterflow())
+        assert any("not connected" in str(w.message) for w in caught)
+        caught.clear()
+        ignore_library_warnings()
+        list(flow.iterflow())
+        warnings.warn("Some jobs are not connected", UserWarning, stacklevel=1)
+    assert [w.filename for w in caught] == [__file__]

@@ -212,8 +212,8 @@ def test_flow_unstable_harmonic_keeps_renormalized(tmp_path):
         ),
         conductivity_maker=ThermalConductivityMaker(mesh=(5, 5, 5), fc3_supercell_matrix=[3, 3, 3]),
     )
-    harmonic, sscha, doc = run_conductivity_flow(
-        maker.make(bcc_cu(), [1500.0]), embedded_store(tmp_path)
+    harmonic, sscha, doc = run_conductivity_flow(  # 3x3x3 of the primitive cell: 27 atoms
+        maker.make(standard_primitive(bcc_cu()), [1500.0]), embedded_store(tmp_path)
     )
     assert harmonic["has_imaginary_modes"] and not sscha[0]["has_imaginary_modes"]
     assert doc["kappa_harmonic"] == [None]
@@ -248,11 +248,12 @@ def test_m3gnet_si_end_to_end(m3gnet_path, tmp_path):
         sscha_maker=SSCHAMaker(
             model=str(m3gnet_path),
             device="cpu",
-            supercell_matrix=[[2, 0, 0], [0, 2, 0], [0, 0, 2]],
+            # of the conventional cell given: the 16-atom 2x2x2 supercell of the primitive one
+            supercell_matrix=[[0, 1, 1], [1, 0, 1], [1, 1, 0]],
             sscha_settings={"frequency_tolerance": 0.2, "max_snapshots": 32, "seed": 1},
         ),
         conductivity_maker=ThermalConductivityMaker(
-            mesh=(5, 5, 5), fc3_supercell_matrix=[[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+            mesh=(5, 5, 5), fc3_supercell_matrix=[[0, 1, 1], [1, 0, 1], [1, 1, 0]]
         ),
     )
     flow = maker.make(silicon, [300.0])

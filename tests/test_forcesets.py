@@ -12,12 +12,12 @@ from tdphonon.forcesets import (
     ForceSetError,
     read_extxyz,
     read_force_sets,
-    read_jobstore,
     read_phono3py,
     read_phonopy,
     split_by_compound,
     write_extxyz,
 )
+from tdphonon.query import read_jobstore
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,9 @@ def test_flow_outputs(al_run):
         assert len(doc["commensurate_frequencies"]) == 3 * 32 - 3
         assert doc["free_energy"] is not None and doc["free_energy_error"] >= 0
         assert doc["free_energy_note"] == "ok"
-        assert doc["has_imaginary_modes"] == (doc["min_frequency"] < -0.05)
+        excluding = doc["min_frequency_excluding_acoustic_pockets"]
+        assert doc["has_imaginary_modes"] == (excluding < -0.05)  # the stated rule
+        assert doc["min_frequency"] <= excluding
         assert doc["harmonic_has_imaginary_modes"] is False
         assert doc["stabilised"] is False
         assert doc["commensurate_frequencies"].min() > 1.0
@@ -314,8 +316,12 @@ def test_fireworks(tmp_path, monkeypatch):
     gridfs.enable_gridfs_integration()
     monkeypatch.setattr("fireworks.core.launchpad.MongoClient", mongomock.MongoClient)
     store = embedded_store(tmp_path / "store")
+    # of the conventional cell (phonopy's convention): the 8-atom 2x2x2 primitive supercell
     maker = SSCHAMaker(
-        model="emt", relax=False, supercell_matrix=[2, 2, 2], sscha_settings=SETTINGS
+        model="emt",
+        relax=False,
+        supercell_matrix=[[0, 1, 1], [1, 0, 1], [1, 1, 0]],
+        sscha_settings=SETTINGS,
     )
     flow = maker.make(conventional_al(), temperatures=[300.0, 800.0])
     launchpad = LaunchPad(host="localhost", port=27017, name="tdphonon_test")
@@ -337,3 +343,64 @@ def test_fireworks(tmp_path, monkeypatch):
     np.testing.assert_allclose(
         first_800.population.sampling_force_constants, docs[0].force_constants
     )
+
+
+def test_unexpected_error_is_a_stored_failure(tmp_path, monkeypatch, capsys):
+    """A job raising what is not a failure of the material (a bug, a lost worker): the run
+    exits with one line, the failure is stored with its reason, and the query says so."""
+    from tdphonon.cli import main
+    from tdphonon.query import CampaignResults
+    from tdphonon.sscha import SSCHA
+
+    def lost(self, *args, **kwargs):
+        raise RuntimeError("worker lost\n  while sampling")
+
+    monkeypatch.setattr(SSCHA, "step", lost)
+    cif, store = tmp_path / "Al.cif", tmp_path / "store"
+    conventional_al().to(filename=str(cif))
+    argv = ["run", str(cif), "--model", "emt", "-T", "300", "800", "--no-relax"]
+    argv += ["--min-length", "7", "--no-plots", "--store", str(store), "-q"]
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    reason = "sscha at 300 K (iteration 1): RuntimeError: worker lost while sampling"
+    assert error.startswith(f"tdphonon: error: Al: {reason}") and "\n" not in error
+
+    (row,) = CampaignResults(embedded_store(store)).materials()
+    assert row["status"] == "failed" and row["reason"] == reason
+    assert row["temperatures_done"] == [] and row["temperatures"] == [300.0, 800.0]
+    assert main(["query", "--store", str(store), "--status", "failed", "-q"]) == 0
+    assert "RuntimeError: worker lost" in capsys.readouterr().out
+    assert main(["query", "--store", str(store), "--status", "completed", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "RuntimeError" not in out and "Al" not in out
+
+    # without its failure document (a run killed outright), a flow that stopped before
+    # its expected temperatures is not 'completed' either
+    raw = embedded_store(store)
+    raw.connect()
+    raw.docs_store.remove_docs({"output.@class": "JobFailureDoc"})
+    (row,) = CampaignResults(raw).materials()
+    assert row["status"] == "running" and row["temperatures_done"] == []
+
+
+def test_failed_relaxation_is_stored_through_the_api(tmp_path, monkeypatch):
+    """run_flow stores the failure of atomate2's relaxation job too, and raises."""
+    from tdphonon.query import CampaignResults
+    from tdphonon.stores import JobFailedError
+
+    def unavailable(*args, **kwargs):
+        raise OSError("model server unavailable")
+
+    monkeypatch.setattr("tdphonon.jobs.common.ase_calculator", unavailable)
+    store = embedded_store(tmp_path / "store")
+    flow = SSCHAMaker(model="emt", min_length=7.0).make(conventional_al(), [300.0])
+    with pytest.raises(JobFailedError, match=r"^Al: relax: OSError: model server") as raised:
+        run_flow(flow, store)
+    (failure,) = raised.value.failures
+    assert failure.stage == "relax" and failure.formula == "Al"
+    assert isinstance(raised.value.__cause__, OSError)
+    (row,) = CampaignResults(store).materials()
+    assert row["status"] == "failed" and row["reason"].startswith("relax: OSError")
+    assert store.count({"name": {"$regex": "^(harmonic|sscha)"}}) == 0
+    # the flow's jobs are left as they were (no wrapper left on them)
+    assert all("run" not in job.__dict__ for job in flow.jobs)

@@ -61,7 +61,7 @@ def campaign_maker():
 
 def submit(args: argparse.Namespace) -> int:
     from tdphonon.campaign import read_structures, submit_flows
-    from tdphonon.query import connect_launchpad
+    from tdphonon.stores import connect_launchpad
 
     launchpad = None if args.dry_run else connect_launchpad(args.launchpad)
     structures = read_structures(args.structures)
@@ -81,8 +81,8 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from tdphonon.query import CampaignResults, connect_launchpad, ensure_indexes, group_counts
-    from tdphonon.stores import get_store
+    from tdphonon.query import CampaignResults, ensure_indexes, group_counts
+    from tdphonon.stores import connect_launchpad, get_store
 
     launchpad = connect_launchpad(args.launchpad) if args.launchpad else None
     results = CampaignResults(get_store(args.store), launchpad)
@@ -99,7 +99,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def rerun_lost(args: argparse.Namespace) -> int:
-    from tdphonon.query import connect_launchpad
+    from tdphonon.stores import connect_launchpad
 
     launchpad = connect_launchpad(args.launchpad)
     expiration = int(args.hours * 3600)

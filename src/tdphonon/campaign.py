@@ -39,6 +39,7 @@ from pymatgen.core import Structure
 
 from tdphonon.flows.sscha import SSCHAMaker
 from tdphonon.jobs.common import resolve_model
+from tdphonon.stores import FINETUNE_KEY_FIELD, KEY_FIELD
 from tdphonon.structures import StructureError, check_structure, read_structure, standard_primitive
 
 if TYPE_CHECKING:
@@ -58,9 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Metadata key holding a material's identity (structure + settings) in jobs and workflows.
-KEY_FIELD = "tdphonon_key"
-
 #: Names of the job functions that evaluate many forces (or train): routed to the heavy
 #: (GPU) category. Everything else (relaxation, bookkeeping, phono3py solves) is light.
 HEAVY_JOBS: tuple[str, ...] = (
@@ -69,9 +67,6 @@ HEAVY_JOBS: tuple[str, ...] = (
     "finetune_job",  # training
     "fc3_job",  # third-order displacement forces
 )
-
-#: Metadata key of the shared fine-tuning job of a campaign.
-FINETUNE_KEY_FIELD = "tdphonon_finetune_key"
 
 _STRUCTURE_SUFFIXES = {".cif", ".json", ".vasp", ".poscar", ".xyz", ".extxyz", ".cell"}
 _POSCAR_NAMES = ("POSCAR", "CONTCAR")
@@ -227,8 +222,16 @@ def material_key(structure: Structure, settings: dict[str, Any]) -> str:
     structure : Structure
         The crystal.
     settings : dict
-        Everything that changes the result (JSON-serialisable).
+        Everything that changes the result (JSON-serialisable). A ``supercell_matrix`` of
+        ``settings["sscha"]`` applies to the cell given (phonopy's convention): it enters as
+        the matrix of the standard primitive cell, so that one supercell gives one key.
     """
+    sscha = settings.get("sscha")
+    if isinstance(sscha, dict) and sscha.get("supercell_matrix") is not None:
+        from tdphonon.structures import primitive_supercell_matrix
+
+        matrix = primitive_supercell_matrix(structure, sscha["supercell_matrix"]).tolist()
+        settings = {**settings, "sscha": {**sscha, "supercell_matrix": matrix}}
     payload = json.dumps(
         {"structure": _canonical_structure(structure), "settings": settings},
         sort_keys=True,
@@ -589,7 +592,7 @@ def submit_flows(
     if launchpad is None and not dry_run:
         raise ValueError("a LaunchPad is needed (or dry_run=True)")
     if store is not None:
-        from tdphonon.query import connect_store
+        from tdphonon.stores import connect_store
 
         connect_store(store)
     report = SubmissionReport()

@@ -1,4 +1,4 @@
-"""DFT phonon force sets: labelled supercells read from phonopy, phono3py, extXYZ or a JobStore.
+"""DFT phonon force sets: labelled supercells read from phonopy, phono3py or extXYZ files.
 
 A :class:`ForceSet` holds the displaced supercells of one crystal (one supercell matrix) with
 their DFT forces and, when the source has them, energies and stresses. Labels the source does
@@ -15,7 +15,6 @@ Readers (all go through the libraries' own loaders: :func:`phonopy.load`,
   ``FORCES_FC3``; gives one set for the fc3 supercell and, when present, one for the fc2
   (phonon) supercell;
 * :func:`read_extxyz`: extended XYZ with energies / forces / stresses;
-* :func:`read_jobstore`: atomate2 DFT phonon workflows already in a jobflow JobStore;
 * :func:`read_force_sets`: any of the files above, or folders holding them.
 
 Units: Å, eV, eV/Å; stresses in eV/Å³ with ASE's sign convention (positive = tensile).
@@ -41,7 +40,6 @@ __all__ = [
     "find_force_set_files",
     "read_extxyz",
     "read_force_sets",
-    "read_jobstore",
     "read_phono3py",
     "read_phonopy",
     "split_by_compound",
@@ -653,156 +651,6 @@ def write_extxyz(force_set: ForceSet, path: str | os.PathLike) -> Path:
     path = Path(path)
     write(path, frames, format="extxyz")
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# atomate2 phonon workflows in a JobStore
-# ---------------------------------------------------------------------------------------------
-
-
-def read_jobstore(
-    store: Any,
-    *,
-    formula: str | None = None,
-    flow_uuid: str | None = None,
-    query: dict[str, Any] | None = None,
-) -> list[ForceSet]:
-    """Read the DFT force sets of atomate2 phonon workflows from a jobflow JobStore.
-
-    The ``generate_frequencies_eigenvectors`` job of atomate2's ``PhononMaker`` stores a
-    ``PhononBSDOSDoc`` with ``structure``, ``supercell_matrix``, ``primitive_matrix`` and
-    ``uuids.displacements_uuids``, the uuids of the static jobs of the displaced supercells;
-    each of those stores a task document whose ``output`` has the displaced ``structure``,
-    ``forces`` and (optionally) ``energy`` and ``stress`` (kBar for VASP ``TaskDoc``).
-    Those are read back here, one :class:`ForceSet` per phonon document.
-
-    Parameters
-    ----------
-    store : jobflow.JobStore
-        The store (connected or not).
-    formula : str, optional
-        Only documents with this reduced formula (``output.formula_pretty``).
-    flow_uuid : str, optional
-        Only jobs of this flow (its uuid is in the job documents' ``hosts``).
-    query : dict, optional
-        Any further criteria on the job documents.
-
-    Returns
-    -------
-    list of ForceSet
-
-    Raises
-    ------
-    ForceSetError
-        If no phonon document matches, or displacement jobs are missing from the store.
-    """
-    from monty.json import MontyDecoder
-    from phonopy import Phonopy
-    from pymatgen.core import Structure
-    from pymatgen.io.phonopy import get_phonopy_structure
-
-    criteria: dict[str, Any] = {"output.@class": "PhononBSDOSDoc"}
-    if formula is not None:
-        criteria["output.formula_pretty"] = formula
-    if flow_uuid is not None:
-        criteria["hosts"] = flow_uuid
-    criteria.update(query or {})
-    store.connect()
-    docs = list(store.query(criteria, properties=["uuid", "index"]))
-    if not docs:
-        raise ForceSetError(f"no atomate2 phonon document in the store matches {criteria}")
-    latest: dict[str, int] = {}
-    for d in docs:
-        latest[d["uuid"]] = max(latest.get(d["uuid"], 0), d.get("index", 1))
-    decoder = MontyDecoder()
-    sets = []
-    for uuid in sorted(latest):
-        doc = store.get_output(uuid, load=True)
-        structure = doc["structure"]
-        structure = (
-            structure if isinstance(structure, Structure) else Structure.from_dict(structure)
-        )
-        uuids = (doc.get("uuids") or {}).get("displacements_uuids") or []
-        if not uuids:
-            raise ForceSetError(f"phonon document {uuid} records no displacement jobs")
-        smat = np.asarray(doc["supercell_matrix"], dtype=int)
-        prim = doc.get("primitive_matrix")
-        ph = Phonopy(get_phonopy_structure(structure), smat, primitive_matrix=prim)
-        reference = _to_atoms(ph.supercell)
-        supercells, forces, energies, stresses = [], [], [], []
-        for disp_uuid in dict.fromkeys(uuids):
-            try:
-                task = decoder.process_decoded(store.get_output(disp_uuid, load=True))
-            except ValueError:
-                raise ForceSetError(
-                    f"displacement job {disp_uuid} of phonon document {uuid} is not in the store"
-                ) from None
-            out = task.get("output") if isinstance(task, dict) else getattr(task, "output", None)
-            get = (
-                (lambda k, o=out: o.get(k))
-                if isinstance(out, dict)
-                else (lambda k, o=out: getattr(o, k, None))
-            )
-            displaced = get("structure")
-            if isinstance(displaced, dict):
-                displaced = Structure.from_dict(displaced)
-            f = get("forces")
-            if displaced is None or f is None:
-                raise ForceSetError(
-                    f"displacement job {disp_uuid} has no output.structure / output.forces"
-                )
-            atoms = _to_atoms(displaced)
-            if len(atoms) != len(reference):
-                raise ForceSetError(
-                    f"displacement job {disp_uuid}: {len(atoms)} atoms, supercell has "
-                    f"{len(reference)}"
-                )
-            # same atom order as phonopy's supercell (atomate2 builds displacements with it)
-            supercells.append(
-                Atoms(
-                    reference.get_chemical_symbols(),
-                    cell=atoms.cell,
-                    positions=atoms.positions,
-                    pbc=True,
-                )
-            )
-            forces.append(np.asarray(f, dtype=float))
-            energies.append(_energy(get("energy")))
-            s = get("stress")
-            # VASP TaskDoc stress: kBar, VASP sign (positive = compressive); to eV/Å3, ASE sign
-            stresses.append(None if s is None else -np.asarray(s, dtype=float) * 1e-1 / 160.21766)
-        disps = np.array(
-            [_mic(a.positions - reference.positions, reference.cell) for a in supercells]
-        )
-        dataset: dict[str, Any]
-        moved = [np.flatnonzero(np.linalg.norm(d, axis=1) > 1e-8) for d in disps]
-        if all(len(m) == 1 for m in moved):
-            dataset = {
-                "natom": len(reference),
-                "first_atoms": [
-                    {"number": int(m[0]), "displacement": d[m[0]].tolist()}
-                    for m, d in zip(moved, disps, strict=True)
-                ],
-            }
-        else:
-            dataset = {"displacements": disps}
-        sets.append(
-            ForceSet(
-                name=str(doc.get("formula_pretty") or structure.composition.reduced_formula),
-                unitcell=_to_atoms(structure),
-                supercell_matrix=smat,
-                primitive_matrix=None if prim is None else np.asarray(prim),
-                reference=reference,
-                supercells=supercells,
-                forces=forces,
-                energies=energies,
-                stresses=stresses,
-                dataset=dataset,
-                harmonic_indices=list(range(len(supercells))),
-                source=f"jobstore phonon document {uuid}",
-            )
-        )
-    return sets
 
 
 # ---------------------------------------------------------------------------------------------

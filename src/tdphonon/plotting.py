@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.plotter import PhononBSPlotter
 
@@ -26,6 +28,9 @@ def plot_band_structures(
     band_structures: Mapping[str, PhononBandStructureSymmLine],
     path: str | Path,
     title: str = "",
+    note: str | None = None,
+    errors: Mapping[str, tuple[Mapping[str, Sequence[float]], Mapping[str, Sequence[float]]]]
+    | None = None,
 ) -> Path:
     """Overlay band structures (e.g. harmonic and several temperatures) on one path.
 
@@ -37,6 +42,12 @@ def plot_band_structures(
         Output image file.
     title : str
         Figure title.
+    note : str, optional
+        A remark written under the axes, e.g. that the bands have no LO-TO splitting.
+    errors : mapping of label to (frequencies, errors), optional
+        For the curves that have them, the frequencies at the labelled points and their
+        standard errors (THz, dicts keyed by point label, ``Gamma`` for the zone centre):
+        drawn as ±1 sigma error bars at those points.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.cm.plasma(
@@ -60,6 +71,8 @@ def plot_band_structures(
                     label=label if segment == 0 and band is frequencies[0] else None,
                 )
         ticks = data["ticks"]
+        if errors and label in errors:
+            _error_bars(ax, ticks, *errors[label], color=color)
     if ticks is not None:
         labels = [r"$\Gamma$" if t in ("GAMMA", "Γ", r"\Gamma") else t for t in ticks["label"]]
         ax.set_xticks(ticks["distance"], labels)
@@ -67,10 +80,46 @@ def plot_band_structures(
             ax.axvline(x, color="grey", lw=0.5)
         ax.set_xlim(ticks["distance"][0], ticks["distance"][-1])
     ax.axhline(0, color="grey", lw=0.5)
+    if errors:
+        ax.text(
+            0.01,
+            0.99,
+            "error bars: ±1σ (bootstrap) at the labelled points",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+            color="dimgrey",
+        )
     ax.set_ylabel("Frequency (THz)")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
+    if note:
+        ax.set_xlabel(note, fontsize=8, color="dimgrey", wrap=True)
     return _save(fig, path)
+
+
+def _error_bars(
+    ax: Any,
+    ticks: Mapping[str, Sequence[Any]],
+    frequencies: Mapping[str, Sequence[float]],
+    errors: Mapping[str, Sequence[float]],
+    color: Any,
+) -> None:
+    """±1 sigma error bars at the labelled points of a band plot."""
+    for x, tick in zip(ticks["distance"], ticks["label"], strict=True):
+        for name in str(tick).split("|"):
+            name = "Gamma" if name.strip("$") in ("GAMMA", "Γ", r"\Gamma") else name
+            if name in errors and name in frequencies:
+                values = np.asarray(frequencies[name])
+                ax.errorbar(
+                    np.full(len(values), x),
+                    values,
+                    yerr=errors[name],
+                    fmt="none",
+                    ecolor=color,
+                    elinewidth=1.0,
+                    capsize=3,
+                )
 
 
 def plot_convergence(

@@ -7,48 +7,46 @@ and on MongoDB (``MongoStore`` + ``GridFSStore``): only maggma ``Store`` queries
   failed with the reason / running / waiting), per-temperature results as a pandas
   DataFrame (frequencies, shifts, free energies, kappa), every SSCHA iteration, the
   harmonic and SSCHA phonon objects; CSV / JSON export.
-* :func:`connect_store`, :func:`connect_launchpad`: connect with a timeout and a few
-  retries, and say clearly which database could not be reached
-  (:class:`StoreUnreachableError`).
+* :func:`read_jobstore`: the DFT force sets of atomate2 phonon workflows in a JobStore.
 * :func:`ensure_indexes`: indexes on the fields users query.
 
-Materials are told apart by the ``tdphonon_key`` metadata that
-:class:`tdphonon.campaign.CampaignMaker` puts on every job; outputs of flows without it
-(``tdphonon run``) are grouped by their top-level flow.
+The connections (timeouts, retries, :class:`~tdphonon.stores.StoreUnreachableError`) are
+those of :mod:`tdphonon.stores`.
+
+Materials are told apart by the ``tdphonon_key`` metadata
+(:data:`~tdphonon.stores.KEY_FIELD`) that :class:`tdphonon.campaign.CampaignMaker` puts on
+every job; outputs of flows without it (``tdphonon run``) are grouped by their top-level
+flow.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monty.json import MontyDecoder
 
+from tdphonon.stores import FINETUNE_KEY_FIELD, KEY_FIELD, connect_store
+
 if TYPE_CHECKING:
     import pandas as pd
     from fireworks import LaunchPad
     from jobflow import JobStore
-    from maggma.core import Store
+
+    from tdphonon.forcesets import ForceSet
 
 __all__ = [
     "INDEXED_FIELDS",
     "CampaignResults",
-    "StoreUnreachableError",
     "check_integrity",
-    "connect_launchpad",
-    "connect_store",
-    "describe_store",
     "ensure_indexes",
+    "read_jobstore",
 ]
 
 logger = logging.getLogger(__name__)
-
-KEY_FIELD = "tdphonon_key"
-FINETUNE_KEY_FIELD = "tdphonon_finetune_key"
 
 #: Fields of the docs store that get an index (what :class:`CampaignResults` filters on).
 INDEXED_FIELDS = (
@@ -72,6 +70,7 @@ TEMPERATURE_FIELDS = (
     "free_energy_note",
     "mean_frequency_shift",
     "min_frequency",
+    "min_frequency_excluding_acoustic_pockets",
     "has_imaginary_modes",
     "harmonic_has_imaginary_modes",
     "stabilised",
@@ -93,6 +92,7 @@ _PROPERTIES = [
     "output.iteration",
     "output.error_type",
     "output.reason",
+    "output.formula",
     "output.labelled_frequencies",
     "output.frequency_shifts",
     "output.temperatures",
@@ -102,171 +102,7 @@ _PROPERTIES = [
 ]
 
 
-class StoreUnreachableError(ConnectionError):
-    """The database of a JobStore or LaunchPad cannot be reached."""
-
-
-# -- connecting ---------------------------------------------------------------------------------
-
-
-def describe_store(store: Store | JobStore) -> str:
-    """Where a store lives, for messages (URI or host:port/database.collection; no password)."""
-    store = getattr(store, "docs_store", store)
-    uri = getattr(store, "uri", None)
-    if uri:
-        from pymongo.uri_parser import parse_uri
-
-        try:
-            parsed = parse_uri(uri)
-            hosts = ",".join(f"{h}:{p}" for h, p in parsed["nodelist"])
-            return f"mongodb://{hosts}/{parsed.get('database') or store.database}"
-        except Exception:
-            return "the MongoDB URI of the store"
-    if hasattr(store, "host") and hasattr(store, "port"):
-        return f"mongodb://{store.host}:{store.port}/{store.database}.{store.collection_name}"
-    if hasattr(store, "database_path"):
-        return f"embedded store {store.database_path}"
-    return type(store).__name__
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    from pymongo.errors import ConnectionFailure, OperationFailure, ServerSelectionTimeoutError
-
-    return (ConnectionFailure, ServerSelectionTimeoutError, OperationFailure, OSError)
-
-
-#: Server selection timeout of clients whose configuration sets none, ms.
-DEFAULT_TIMEOUT_MS = 5000
-
-
-def _set_timeout(store: Any, timeout_ms: int | None) -> None:
-    kwargs = getattr(store, "mongoclient_kwargs", None)
-    if isinstance(kwargs, dict):
-        for name in ("serverSelectionTimeoutMS", "connectTimeoutMS"):
-            if timeout_ms is None:
-                kwargs.setdefault(name, DEFAULT_TIMEOUT_MS)
-            else:
-                kwargs[name] = timeout_ms
-
-
-def _short(error: BaseException | None) -> str:
-    """First part of a pymongo error (without the topology description)."""
-    if error is None:
-        return "no answer"
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    for cut in (" (configured timeouts", ", Timeout:", ", Topology Description"):
-        text = text.split(cut)[0]
-    return text[:200]
-
-
-def connect_store(
-    store: JobStore, retries: int = 3, delay: float = 2.0, timeout_ms: int | None = None
-) -> JobStore:
-    """Connect a JobStore (all its stores) and check that the server answers.
-
-    Parameters
-    ----------
-    store : JobStore
-        The store (MongoDB stores: pymongo's ``mongoclient_kwargs`` are completed).
-    retries : int
-        Attempts before giving up (reading is always safe to retry).
-    delay : float
-        Seconds before the first retry, doubled after each.
-    timeout_ms : int, optional
-        Server selection and connection timeout of each attempt, ms; None keeps the
-        store's own setting, or :data:`DEFAULT_TIMEOUT_MS` if it has none.
-
-    Raises
-    ------
-    StoreUnreachableError
-        The database cannot be reached; the message names it.
-    """
-    stores = [store.docs_store, *store.additional_stores.values()]
-    for sub in stores:
-        _set_timeout(sub, timeout_ms)
-    errors = _connection_errors()
-    last: BaseException | None = None
-    for attempt in range(max(1, retries)):
-        try:
-            for sub in stores:
-                sub.connect()
-            store.docs_store.count({"uuid": "__tdphonon_ping__"})  # a server round trip
-            return store
-        except errors as error:
-            last = error
-            logger.warning(
-                "database %s unreachable (attempt %d/%d): %s",
-                describe_store(store),
-                attempt + 1,
-                retries,
-                _short(error),
-            )
-            if attempt + 1 < retries:
-                time.sleep(delay * 2**attempt)
-    raise StoreUnreachableError(
-        f"cannot reach the database {describe_store(store)} after {retries} attempt(s): "
-        f"{_short(last)}"
-    )
-
-
-def connect_launchpad(
-    launchpad: LaunchPad | str | Path | None = None,
-    retries: int = 3,
-    delay: float = 2.0,
-    timeout_ms: int | None = None,
-) -> LaunchPad:
-    """The LaunchPad (from a file, or the user's FireWorks config), checked to answer.
-
-    Parameters
-    ----------
-    launchpad : LaunchPad, str, Path or None
-        A LaunchPad, a ``my_launchpad.yaml``, or None for ``LaunchPad.auto_load()``
-        (``$FW_CONFIG_FILE`` / ``~/.fireworks``).
-    retries, delay, timeout_ms
-        See :func:`connect_store`.
-
-    Raises
-    ------
-    StoreUnreachableError
-        The launchpad's MongoDB cannot be reached; the message names host and database.
-    FileNotFoundError
-        ``launchpad`` names a missing file.
-    """
-    from fireworks import LaunchPad
-
-    if launchpad is None:
-        launchpad = LaunchPad.auto_load()
-    elif not isinstance(launchpad, LaunchPad):
-        path = Path(launchpad).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"launchpad file not found: {path}")
-        spec = LaunchPad.from_file(str(path)).as_dict()
-        kwargs = dict(spec.get("mongoclient_kwargs") or {})
-        for name in ("serverSelectionTimeoutMS", "connectTimeoutMS"):
-            if timeout_ms is None:
-                kwargs.setdefault(name, DEFAULT_TIMEOUT_MS)
-            else:
-                kwargs[name] = timeout_ms
-        spec["mongoclient_kwargs"] = kwargs
-        launchpad = LaunchPad.from_dict(spec)
-    where = f"mongodb://{launchpad.host}:{launchpad.port}/{launchpad.name}"
-    if getattr(launchpad, "uri_mode", False):
-        where = f"the launchpad URI (database {launchpad.name})"
-    errors = _connection_errors()
-    last: BaseException | None = None
-    for attempt in range(max(1, retries)):
-        try:
-            launchpad.fireworks.find_one({}, {"fw_id": 1})
-            return launchpad
-        except errors as error:
-            last = error
-            logger.warning("launchpad %s unreachable (attempt %d/%d)", where, attempt + 1, retries)
-            if attempt + 1 < retries:
-                time.sleep(delay * 2**attempt)
-    raise StoreUnreachableError(
-        f"cannot reach the FireWorks launchpad database {where} after {retries} attempt(s): "
-        f"{_short(last)}"
-    )
+# -- store upkeep -------------------------------------------------------------------------------
 
 
 def ensure_indexes(store: JobStore) -> dict[str, bool]:
@@ -346,7 +182,10 @@ def _formula(doc: dict[str, Any]) -> str | None:
     formula = (doc.get("metadata") or {}).get("formula")
     if formula:
         return formula
-    structure = (doc.get("output") or {}).get("structure")
+    output = doc.get("output") or {}
+    if isinstance(output.get("formula"), str):  # JobFailureDoc, ThermalConductivityDoc
+        return output["formula"]
+    structure = output.get("structure")
     if isinstance(structure, dict):
         from pymatgen.core import Structure
 
@@ -372,7 +211,7 @@ class CampaignResults:
     Parameters
     ----------
     store : JobStore
-        The campaign's store (connected here, see :func:`connect_store`).
+        The campaign's store (connected here, see :func:`tdphonon.stores.connect_store`).
     launchpad : LaunchPad, optional
         With it, materials not started yet are listed (``waiting``) and FIZZLED
         FireWorks give a ``failed`` status with the exception.
@@ -441,6 +280,7 @@ class CampaignResults:
                     "kappa_expected": False,
                     "temperatures": {},
                     "failures": [],
+                    "unfinished": [],
                     "kappa": [],
                     "harmonic": None,
                     "n_jobs": 0,
@@ -461,6 +301,8 @@ class CampaignResults:
                 group["failures"].append(output)
             elif cls == "SSCHATemperatureDoc":
                 group["temperatures"][float(output["temperature"])] = doc
+            elif cls == "SSCHAIterationDoc":  # the last stored step of a chain not finished
+                group["unfinished"].append(float(output["temperature"]))
             elif cls == "HarmonicPhononDoc":
                 group["harmonic"] = doc
             elif cls == "ThermalConductivityDoc":
@@ -525,7 +367,12 @@ class CampaignResults:
             ``key``, ``material``, ``formula``, ``status`` (``completed``, ``not
             converged``, ``failed``, ``running``, ``waiting``), ``reason`` (why it failed
             or did not converge), ``temperatures_done`` (K), ``temperatures`` (expected),
-            ``n_jobs`` (stored job outputs).
+            ``n_jobs`` (stored job outputs). ``failed``: a job stored a
+            :class:`~tdphonon.schemas.JobFailureDoc` (a failure of the material, or any
+            exception in a flow run by :func:`tdphonon.stores.run_flow`) or its FireWork
+            fizzled; ``completed`` / ``not converged``: every expected temperature
+            finished; ``running``: neither (without a launchpad this includes a run
+            killed without a trace).
         """
         groups = self._collect(formula)
         launchpad = self._launchpad_states()
@@ -541,8 +388,12 @@ class CampaignResults:
             ]
             lp = launchpad.get(key, {})
             reasons.extend(lp.get("fizzled", []))
-            complete = set(expected) <= set(done) and (
-                not group["kappa_expected"] or bool(group["kappa"])
+            # every expected temperature finished (flows stored without the expected ones
+            # in their metadata: no SSCHA chain left part-way), kappa too if asked for
+            complete = (
+                set(expected) <= set(done)
+                and not set(group["unfinished"]) - set(done)
+                and (not group["kappa_expected"] or bool(group["kappa"]))
             )
             if reasons:
                 state = "failed"
@@ -599,7 +450,9 @@ class CampaignResults:
 
         Columns: ``material``, ``formula``, ``key``, ``status`` and the scalars of
         :class:`~tdphonon.schemas.SSCHATemperatureDoc` (``temperature`` K,
-        ``free_energy`` eV/atom, ``mean_frequency_shift`` THz, ``min_frequency`` THz,
+        ``free_energy`` eV/atom, ``mean_frequency_shift`` THz, ``min_frequency`` THz (every
+        mode), ``min_frequency_excluding_acoustic_pockets`` THz (what ``has_imaginary_modes``
+        judges; for documents older than this field, their ``min_frequency``),
         ``converged``...), ``kappa_harmonic`` and ``kappa_renormalized`` (W/m-K, mean of
         the diagonal of the lattice thermal conductivity with the harmonic and the SSCHA
         force constants, when computed), and ``frequencies`` /
@@ -628,6 +481,9 @@ class CampaignResults:
                 output = doc["output"]
                 row = dict(base)
                 row.update({name: output.get(name) for name in TEMPERATURE_FIELDS})
+                if row["min_frequency_excluding_acoustic_pockets"] is None:
+                    # documents before the pockets were reported: min_frequency left them out
+                    row["min_frequency_excluding_acoustic_pockets"] = row["min_frequency"]
                 row["kappa_harmonic"] = kappa.get(temperature, {}).get("harmonic")
                 row["kappa_renormalized"] = kappa.get(temperature, {}).get("renormalized")
                 row["frequencies"] = json.dumps(output.get("labelled_frequencies"))
@@ -729,3 +585,155 @@ def group_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     for row in rows:
         counts[row["status"]] += 1
     return dict(counts)
+
+
+# -- force sets of atomate2 phonon workflows ----------------------------------------------------
+
+
+def read_jobstore(
+    store: Any,
+    *,
+    formula: str | None = None,
+    flow_uuid: str | None = None,
+    query: dict[str, Any] | None = None,
+) -> list[ForceSet]:
+    """Read the DFT force sets of atomate2 phonon workflows from a jobflow JobStore.
+
+    The ``generate_frequencies_eigenvectors`` job of atomate2's ``PhononMaker`` stores a
+    ``PhononBSDOSDoc`` with ``structure``, ``supercell_matrix``, ``primitive_matrix`` and
+    ``uuids.displacements_uuids``, the uuids of the static jobs of the displaced supercells;
+    each of those stores a task document whose ``output`` has the displaced ``structure``,
+    ``forces`` and (optionally) ``energy`` and ``stress`` (kBar for VASP ``TaskDoc``).
+    Those are read back here, one :class:`~tdphonon.forcesets.ForceSet` per phonon
+    document.
+
+    Parameters
+    ----------
+    store : jobflow.JobStore
+        The store (connected or not).
+    formula : str, optional
+        Only documents with this reduced formula (``output.formula_pretty``).
+    flow_uuid : str, optional
+        Only jobs of this flow (its uuid is in the job documents' ``hosts``).
+    query : dict, optional
+        Any further criteria on the job documents.
+
+    Returns
+    -------
+    list of tdphonon.forcesets.ForceSet
+
+    Raises
+    ------
+    tdphonon.forcesets.ForceSetError
+        If no phonon document matches, or displacement jobs are missing from the store.
+    """
+    import numpy as np
+    from ase import Atoms
+    from phonopy import Phonopy
+    from pymatgen.core import Structure
+    from pymatgen.io.phonopy import get_phonopy_structure
+
+    from tdphonon.forcesets import ForceSet, ForceSetError, _energy, _mic, _to_atoms
+
+    criteria: dict[str, Any] = {"output.@class": "PhononBSDOSDoc"}
+    if formula is not None:
+        criteria["output.formula_pretty"] = formula
+    if flow_uuid is not None:
+        criteria["hosts"] = flow_uuid
+    criteria.update(query or {})
+    store.connect()
+    docs = list(store.query(criteria, properties=["uuid", "index"]))
+    if not docs:
+        raise ForceSetError(f"no atomate2 phonon document in the store matches {criteria}")
+    latest: dict[str, int] = {}
+    for d in docs:
+        latest[d["uuid"]] = max(latest.get(d["uuid"], 0), d.get("index", 1))
+    decoder = MontyDecoder()
+    sets = []
+    for uuid in sorted(latest):
+        doc = store.get_output(uuid, load=True)
+        structure = doc["structure"]
+        structure = (
+            structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+        )
+        uuids = (doc.get("uuids") or {}).get("displacements_uuids") or []
+        if not uuids:
+            raise ForceSetError(f"phonon document {uuid} records no displacement jobs")
+        smat = np.asarray(doc["supercell_matrix"], dtype=int)
+        prim = doc.get("primitive_matrix")
+        ph = Phonopy(get_phonopy_structure(structure), smat, primitive_matrix=prim)
+        reference = _to_atoms(ph.supercell)
+        supercells, forces, energies, stresses = [], [], [], []
+        for disp_uuid in dict.fromkeys(uuids):
+            try:
+                task = decoder.process_decoded(store.get_output(disp_uuid, load=True))
+            except ValueError:
+                raise ForceSetError(
+                    f"displacement job {disp_uuid} of phonon document {uuid} is not in the store"
+                ) from None
+            out = task.get("output") if isinstance(task, dict) else getattr(task, "output", None)
+            get = (
+                (lambda k, o=out: o.get(k))
+                if isinstance(out, dict)
+                else (lambda k, o=out: getattr(o, k, None))
+            )
+            displaced = get("structure")
+            if isinstance(displaced, dict):
+                displaced = Structure.from_dict(displaced)
+            f = get("forces")
+            if displaced is None or f is None:
+                raise ForceSetError(
+                    f"displacement job {disp_uuid} has no output.structure / output.forces"
+                )
+            atoms = _to_atoms(displaced)
+            if len(atoms) != len(reference):
+                raise ForceSetError(
+                    f"displacement job {disp_uuid}: {len(atoms)} atoms, supercell has "
+                    f"{len(reference)}"
+                )
+            # same atom order as phonopy's supercell (atomate2 builds displacements with it)
+            supercells.append(
+                Atoms(
+                    reference.get_chemical_symbols(),
+                    cell=atoms.cell,
+                    positions=atoms.positions,
+                    pbc=True,
+                )
+            )
+            forces.append(np.asarray(f, dtype=float))
+            energies.append(_energy(get("energy")))
+            s = get("stress")
+            # VASP TaskDoc stress: kBar, VASP sign (positive = compressive); to eV/Å3, ASE sign
+            stresses.append(None if s is None else -np.asarray(s, dtype=float) * 1e-1 / 160.21766)
+        disps = np.array(
+            [_mic(a.positions - reference.positions, reference.cell) for a in supercells]
+        )
+        dataset: dict[str, Any]
+        moved = [np.flatnonzero(np.linalg.norm(d, axis=1) > 1e-8) for d in disps]
+        if all(len(m) == 1 for m in moved):
+            dataset = {
+                "natom": len(reference),
+                "first_atoms": [
+                    {"number": int(m[0]), "displacement": d[m[0]].tolist()}
+                    for m, d in zip(moved, disps, strict=True)
+                ],
+            }
+        else:
+            dataset = {"displacements": disps}
+        sets.append(
+            ForceSet(
+                name=str(doc.get("formula_pretty") or structure.composition.reduced_formula),
+                unitcell=_to_atoms(structure),
+                supercell_matrix=smat,
+                primitive_matrix=None if prim is None else np.asarray(prim),
+                reference=reference,
+                supercells=supercells,
+                forces=forces,
+                energies=energies,
+                stresses=stresses,
+                dataset=dataset,
+                harmonic_indices=list(range(len(supercells))),
+                source=f"jobstore phonon document {uuid}",
+            )
+        )
+    return sets

@@ -19,6 +19,8 @@ from pymatgen.core import Structure
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.dos import PhononDos
 
+from tdphonon.phonons import ACOUSTIC_POCKET_RULE, IMAGINARY_TOLERANCE, MAX_REPORTED_POCKETS
+
 __all__ = [
     "Array",
     "HarmonicPhononDoc",
@@ -50,6 +52,14 @@ Array = Annotated[
     PlainSerializer(lambda array: np.asarray(array).tolist(), return_type=list),
     WithJsonSchema({"type": "array", "items": {}}),
 ]
+
+#: Descriptions shared by the harmonic and the SSCHA documents.
+POCKET_RULE = f"{ACOUSTIC_POCKET_RULE}; imaginary: below {IMAGINARY_TOLERANCE} THz"
+POCKETS_DESCRIPTION = (
+    "Imaginary acoustic modes left out by that rule (acoustic pockets near Gamma): "
+    "{'qpoint': fractional (reciprocal lattice of structure), 'frequency': THz}, the lowest "
+    f"first, at most {MAX_REPORTED_POCKETS} q-points of the band path and the q-mesh"
+)
 
 
 class HarmonicPhononDoc(BaseModel):
@@ -86,8 +96,28 @@ class HarmonicPhononDoc(BaseModel):
     labelled_frequencies: dict[str, list[float]] = Field(
         description="Frequencies at the labelled high-symmetry points, THz, ascending"
     )
-    min_frequency: float = Field(description="Lowest frequency (path and q-mesh), THz")
-    has_imaginary_modes: bool = Field(description="Whether the crystal is dynamically unstable")
+    min_frequency: float = Field(
+        description="Lowest frequency on the band path and the q-mesh, every mode included "
+        "(acoustic pockets near Gamma too), THz"
+    )
+    min_frequency_excluding_acoustic_pockets: float | None = Field(
+        None,
+        description="Lowest frequency on the band path and the q-mesh that has_imaginary_modes "
+        f"tests, THz: {ACOUSTIC_POCKET_RULE}",
+    )
+    acoustic_pockets: list[dict[str, Any]] = Field(
+        default_factory=list, description=POCKETS_DESCRIPTION
+    )
+    has_imaginary_modes: bool = Field(
+        description="Whether the crystal is dynamically unstable: imaginary modes on the band "
+        f"path or the q-mesh, where {POCKET_RULE}"
+    )
+    nac_params: dict[str, Any] | None = Field(
+        None,
+        description="Non-analytical term correction (LO-TO splitting) in band_structure, dos "
+        "and labelled_frequencies: born (Born effective charges per site of structure, "
+        "(n, 3, 3), e), dielectric (3x3), factor; None: none (no Born charges given)",
+    )
     n_force_evaluations: int = Field(description="Supercell force evaluations spent")
     provenance: dict[str, Any] = Field(
         description="model (potential provenance), settings, source, tdphonon_version"
@@ -149,10 +179,14 @@ class SSCHAIterationDoc(BaseModel):
     n_active_snapshots: int = Field(description="Snapshots of the populations in use")
     effective_sample_size: float = Field(description="Kong-Liu effective sample size")
     frequency_change: float = Field(
-        description="RMS change of the frequencies (fit - current), THz"
+        description="RMS change of the reported frequencies (fit - current), THz"
     )
     max_frequency_change: float = Field(description="Largest frequency change, THz")
-    frequency_error: float = Field(description="RMS bootstrap error of the frequencies, THz")
+    frequency_error: float = Field(
+        description="Largest bootstrap standard error of a reported frequency (commensurate "
+        "and labelled q-points), THz: what the tolerance bounds"
+    )
+    rms_frequency_error: float = Field(description="RMS of those errors, THz")
     min_frequency: float = Field(description="Lowest commensurate frequency of the fit, THz")
     n_capped_modes: int = Field(
         description="Modes sampled at the displacement cap (max_displacement), see SSCHASettings"
@@ -189,6 +223,11 @@ class SSCHATemperatureDoc(BaseModel):
     labelled_frequencies: dict[str, list[float]] = Field(
         description="Renormalised frequencies at the labelled high-symmetry points, THz"
     )
+    labelled_frequency_errors: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Bootstrap standard error of each labelled frequency (same order), THz; "
+        "the tolerance bounds every one of them when converged",
+    )
     harmonic_labelled_frequencies: dict[str, list[float]] = Field(
         description="Harmonic (0 K, no zero-point renormalisation) frequencies there, THz"
     )
@@ -198,7 +237,23 @@ class SSCHATemperatureDoc(BaseModel):
     mean_frequency_shift: float = Field(
         description="Mean of frequency_shifts, acoustic modes at Gamma excluded, THz"
     )
-    min_frequency: float = Field(description="Lowest renormalised frequency, THz")
+    min_frequency: float = Field(
+        description="Lowest renormalised frequency on the band path and the q-mesh, every mode "
+        "included (acoustic pockets near Gamma too), THz"
+    )
+    min_frequency_excluding_acoustic_pockets: float | None = Field(
+        None,
+        description="Lowest renormalised frequency that has_imaginary_modes tests, THz: "
+        f"{ACOUSTIC_POCKET_RULE}",
+    )
+    acoustic_pockets: list[dict[str, Any]] = Field(
+        default_factory=list, description=POCKETS_DESCRIPTION
+    )
+    nac: bool = Field(
+        False,
+        description="Bands, DOS and labelled frequencies include the non-analytical term "
+        "correction (LO-TO splitting; Born charges of the harmonic document's nac_params)",
+    )
     commensurate_frequencies: Array = Field(
         description="Frequencies at the q-points commensurate with the supercell, THz"
     )
@@ -210,7 +265,10 @@ class SSCHATemperatureDoc(BaseModel):
     )
     free_energy_error: float | None = Field(None, description="Its standard error, eV/atom")
     free_energy_note: str = Field(description="'ok' or why the free energy is undefined")
-    has_imaginary_modes: bool = Field(description="Renormalised phonons unstable at T")
+    has_imaginary_modes: bool = Field(
+        description="Renormalised phonons unstable at T: imaginary modes on the band path or "
+        f"the q-mesh, where {POCKET_RULE}"
+    )
     harmonic_has_imaginary_modes: bool = Field(description="Harmonic phonons unstable")
     stabilised: bool = Field(
         description="Harmonic phonons unstable and renormalised phonons stable"

@@ -7,7 +7,10 @@ problem, so command-line users never see a traceback from deep inside a library.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,17 +55,18 @@ def check_structure(structure: Structure) -> None:
         )
     if not structure.is_ordered:
         raise StructureError(
-            f"{structure.formula} is disordered (partial occupancies); phonons need an "
-            "ordered structure: order it first (e.g. an SQS or pymatgen's "
+            f"{structure.composition.reduced_formula} is disordered (partial occupancies); "
+            "phonons need an ordered structure: order it first (e.g. an SQS or pymatgen's "
             "OrderDisorderedStructureTransformation)"
         )
     if abs(structure.volume) < 1e-3 or not np.isfinite(structure.lattice.matrix).all():
-        raise StructureError(f"{structure.formula} has a degenerate lattice")
+        raise StructureError(f"{structure.composition.reduced_formula} has a degenerate lattice")
     if len(structure) > 1:
         distances = structure.distance_matrix[np.triu_indices(len(structure), 1)]
         if distances.min() < 0.5:
             raise StructureError(
-                f"{structure.formula} has atoms closer than 0.5 Å ({distances.min():.3f} Å)"
+                f"{structure.composition.reduced_formula} has atoms closer than 0.5 Å "
+                f"({distances.min():.3f} Å)"
             )
 
 
@@ -70,6 +74,162 @@ def standard_primitive(structure: Structure, symprec: float = 1e-3) -> Structure
     """The standard primitive cell (Setyawan-Curtarolo), whose band path is well defined."""
     check_structure(structure)
     return SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
+
+
+@dataclass(frozen=True)
+class PrimitiveMapping:
+    """How a crystal maps onto its standard primitive cell (:func:`map_to_standard_primitive`).
+
+    Attributes
+    ----------
+    primitive : Structure
+        The standard primitive cell (:func:`standard_primitive`).
+    rotation : ndarray, shape (3, 3)
+        Cartesian rotation (possibly improper) from the frame of the structure to that of
+        ``primitive``: a vector ``v`` of the structure is ``rotation @ v`` there.
+    transformation : ndarray of int, shape (3, 3)
+        The lattice vectors of the structure (rows, rotated) are
+        ``transformation @ primitive.lattice.matrix``; its determinant is the number of
+        primitive cells in the cell of the structure.
+    atoms : ndarray of int, shape (n_sites,)
+        Index in ``primitive`` of each site of the structure.
+    """
+
+    primitive: Structure
+    rotation: NDArray[np.float64]
+    transformation: NDArray[np.int_]
+    atoms: NDArray[np.int_]
+
+
+def map_to_standard_primitive(
+    structure: Structure, symprec: float = 1e-3, tolerance: float = 0.05
+) -> PrimitiveMapping:
+    """Map a crystal in any cell and orientation onto its standard primitive cell.
+
+    pymatgen's lattice mappings (:meth:`~pymatgen.core.Lattice.find_all_mappings`) give
+    the candidate rotations and integer transformations, the least rotated first; the
+    first one that also maps every atom onto an atom of the same element of the
+    primitive cell (up to a common translation) is returned.
+
+    Parameters
+    ----------
+    structure : Structure
+        The crystal as given (conventional, primitive, rotated, a supercell...).
+    symprec : float
+        Symmetry tolerance of the standardisation, Å.
+    tolerance : float
+        Largest atomic position mismatch accepted, Å.
+
+    Raises
+    ------
+    StructureError
+        No mapping found (should not happen for an ordered crystal).
+    """
+    primitive = standard_primitive(structure, symprec)
+    prim_matrix = primitive.lattice.matrix
+    prim_frac = primitive.frac_coords
+    prim_numbers = np.array([specie.Z for specie in primitive.species])
+    numbers = np.array([specie.Z for specie in structure.species])
+    mappings = primitive.lattice.find_all_mappings(structure.lattice, ltol=1e-2, atol=1.0)
+    for _, rotation, transformation in sorted(
+        mappings, key=lambda m: float(np.linalg.norm(m[1] - np.eye(3)))
+    ):
+        if np.linalg.det(transformation) < 0:
+            continue
+        # fractional coordinates in the primitive basis: exact through the integer matrix
+        frac = structure.frac_coords @ transformation
+        for k in np.flatnonzero(prim_numbers == numbers[0]):
+            diff = frac[:, None, :] + (prim_frac[k] - frac[0]) - prim_frac[None, :, :]
+            diff -= np.round(diff)
+            distance = np.linalg.norm(diff @ prim_matrix, axis=-1)
+            distance[numbers[:, None] != prim_numbers[None, :]] = np.inf
+            atoms = distance.argmin(axis=1)
+            if distance[np.arange(len(structure)), atoms].max() < tolerance and len(
+                set(atoms.tolist())
+            ) == len(primitive):
+                u, _, vt = np.linalg.svd(rotation)  # orthogonalise against round-off
+                return PrimitiveMapping(primitive, u @ vt, transformation, atoms)
+    raise StructureError(
+        f"could not map {structure.composition.reduced_formula} onto its standard primitive cell"
+    )
+
+
+def supercell_matrix_array(supercell_matrix: Any) -> NDArray[np.int_]:
+    """A supercell matrix (3 integers for a diagonal one, or 3x3) as a 3x3 integer array.
+
+    Raises
+    ------
+    StructureError
+        Not 3 or 3x3 numbers, not integers, or a determinant below 1 (singular or
+        left-handed).
+    """
+    try:
+        matrix = np.asarray(supercell_matrix, dtype=float)
+    except (TypeError, ValueError):
+        raise StructureError(
+            f"supercell matrix (--supercell) must be 3 or 3x3 integers, got {supercell_matrix}"
+        ) from None
+    if matrix.shape == (3,):
+        matrix = np.diag(matrix)
+    if matrix.shape != (3, 3) or not np.all(np.isfinite(matrix)):
+        raise StructureError(
+            f"supercell matrix (--supercell) must be 3 or 3x3 integers, got {matrix.tolist()}"
+        )
+    if np.abs(matrix - np.round(matrix)).max() > 1e-6:
+        raise StructureError(
+            f"supercell matrix (--supercell) must be integers, got {matrix.tolist()}"
+        )
+    matrix = np.round(matrix).astype(int)
+    if round(np.linalg.det(matrix)) < 1:
+        raise StructureError(
+            f"supercell matrix (--supercell) {matrix.tolist()} has determinant "
+            f"{round(np.linalg.det(matrix))}: a positive one (a right-handed supercell) is needed"
+        )
+    return matrix
+
+
+def primitive_supercell_matrix(
+    structure: Structure, supercell_matrix: Any, symprec: float = 1e-3
+) -> NDArray[np.int_]:
+    """The supercell matrix of the standard primitive cell equal to one of ``structure``.
+
+    As phonopy's ``--dim``, ``supercell_matrix`` applies to the cell given: its columns are
+    the supercell vectors in units of the lattice vectors of ``structure`` (3 integers for
+    a diagonal matrix). tdphonon computes on the standard primitive cell; the returned
+    matrix makes the same supercell from it (e.g. 3 3 3 of a 4-atom conventional fcc cell:
+    108 atoms, ``[[-3, 3, 3], [3, -3, 3], [3, 3, -3]]`` of the primitive cell).
+
+    Parameters
+    ----------
+    structure : Structure
+        The crystal as given.
+    supercell_matrix : array-like of int, shape (3,) or (3, 3)
+        Supercell of ``structure``, phonopy convention.
+    symprec : float
+        Symmetry tolerance of the standardisation, Å.
+
+    Returns
+    -------
+    ndarray of int, shape (3, 3)
+        Supercell matrix of :func:`standard_primitive` ``(structure)``, phonopy convention,
+        as :func:`make_phonopy` takes it.
+
+    Raises
+    ------
+    StructureError
+        An invalid matrix (:func:`supercell_matrix_array`), or one that is not integer in
+        the primitive basis (cannot happen for a cell of the crystal's own lattice).
+    """
+    matrix = supercell_matrix_array(supercell_matrix)
+    mapping = map_to_standard_primitive(structure, symprec)
+    # supercell rows S^T L = S^T T L_prim (rotated), so S_prim = T^T S
+    primitive_matrix = mapping.transformation.T @ matrix
+    if np.abs(primitive_matrix - np.round(primitive_matrix)).max() > 1e-6:
+        raise StructureError(
+            f"--supercell {matrix.tolist()} of the given cell is not a supercell of the "
+            f"primitive cell of {structure.composition.reduced_formula}"
+        )
+    return np.round(primitive_matrix).astype(int)
 
 
 def image_distance(lattice_matrix: NDArray[np.float64]) -> float:
@@ -206,20 +366,143 @@ def minimum_image_distance(phonon: Phonopy) -> float:
 
 
 def make_phonopy(
-    structure: Structure, supercell_matrix: NDArray[np.int_] | list, symprec: float = 1e-5
+    structure: Structure,
+    supercell_matrix: NDArray[np.int_] | list,
+    symprec: float = 1e-5,
+    nac_params: Mapping[str, Any] | None = None,
 ) -> Phonopy:
     """Phonopy object with ``structure`` as unit and primitive cell.
 
-    ``supercell_matrix`` is in phonopy's convention (3 integers for a diagonal one).
+    Parameters
+    ----------
+    structure : Structure
+        Unit (= primitive) cell.
+    supercell_matrix : array-like of int, shape (3,) or (3, 3)
+        Supercell of ``structure``, phonopy convention (3 integers for a diagonal one).
+    symprec : float
+        phonopy's symmetry tolerance, Å.
+    nac_params : mapping, optional
+        Non-analytical term correction (LO-TO splitting): ``born`` (Born effective
+        charges per atom of ``structure``, shape (n, 3, 3), e), ``dielectric`` (high-frequency
+        dielectric tensor, 3x3) and optionally ``factor`` (phonopy's unit conversion, default
+        that of eV and Å), as :func:`read_born` returns them. Enters band structures, DOS and
+        q-point frequencies, not the force constants.
     """
-    matrix = np.asarray(supercell_matrix, dtype=int)
-    if matrix.shape == (3,):
-        matrix = np.diag(matrix)
-    if matrix.shape != (3, 3) or round(abs(np.linalg.det(matrix))) < 1:
-        raise StructureError(f"invalid supercell matrix {matrix.tolist()}")
-    return Phonopy(
+    matrix = supercell_matrix_array(supercell_matrix)
+    phonon = Phonopy(
         get_phonopy_structure(structure),
         supercell_matrix=matrix,
         primitive_matrix=np.eye(3),
         symprec=symprec,
     )
+    if nac_params is not None:
+        phonon.nac_params = _phonopy_nac_params(nac_params, len(structure))
+    return phonon
+
+
+# -- non-analytical term correction (Born effective charges) -------------------------------------
+
+
+def _phonopy_nac_params(nac_params: Mapping[str, Any], n_atoms: int) -> dict[str, Any]:
+    """``nac_params`` as numpy arrays with phonopy's unit factor, shapes checked."""
+    from phonopy.interface.calculator import get_calculator_physical_units
+
+    born = np.asarray(nac_params["born"], dtype=float)
+    dielectric = np.asarray(nac_params["dielectric"], dtype=float)
+    if born.shape != (n_atoms, 3, 3) or dielectric.shape != (3, 3):
+        raise StructureError(
+            f"Born effective charges of shape {born.shape} and dielectric tensor of shape "
+            f"{dielectric.shape} do not fit a {n_atoms}-atom cell (({n_atoms}, 3, 3) and (3, 3))"
+        )
+    factor = nac_params.get("factor")
+    if factor is None:
+        factor = get_calculator_physical_units().nac_factor  # eV, Å (VASP's units)
+    return {"born": born, "dielectric": dielectric, "factor": float(factor)}
+
+
+def read_born(
+    path: str | os.PathLike, structure: Structure, symprec: float = 1e-5
+) -> dict[str, Any]:
+    """NAC parameters of a phonopy BORN file, per atom of ``structure``, as plain lists.
+
+    As in phonopy, the file refers to the primitive cell of the structure as given and lists
+    its symmetry-independent atoms (the same atoms, in the same order, as for the given
+    cell: the first site of each orbit); :func:`phonopy.file_IO.parse_BORN` reads them and
+    expands them by symmetry onto every site of ``structure``, in its Cartesian frame.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        BORN file: unit factor (optional), dielectric tensor (9 numbers), one line of 9
+        numbers (Born effective charge, e) per independent atom.
+    structure : Structure
+        The crystal as given to the workflow.
+    symprec : float
+        phonopy's symmetry tolerance, Å.
+
+    Returns
+    -------
+    dict
+        ``born`` (n_sites x 3 x 3, e), ``dielectric`` (3 x 3) and, when the file gives it,
+        ``factor``: the ``born`` of :class:`~tdphonon.flows.sscha.SSCHAMaker`.
+
+    Raises
+    ------
+    StructureError
+        Missing or malformed file, or one that does not fit the structure.
+    """
+    from phonopy.file_IO import parse_BORN
+
+    path = Path(path)
+    if not path.is_file():
+        raise StructureError(f"BORN file not found: {path}")
+    try:
+        nac = parse_BORN(get_phonopy_structure(structure), symprec=symprec, filename=path)
+    except Exception as error:
+        raise StructureError(
+            f"cannot read Born effective charges of {structure.composition.reduced_formula} "
+            f"from {path}: {error}"
+        ) from None
+    result: dict[str, Any] = {
+        "born": np.asarray(nac["born"]).tolist(),
+        "dielectric": np.asarray(nac["dielectric"]).tolist(),
+    }
+    if nac.get("factor") is not None:
+        result["factor"] = float(nac["factor"])
+    return result
+
+
+def primitive_nac_params(
+    structure: Structure, nac_params: Mapping[str, Any], symprec: float = 1e-3
+) -> dict[str, Any]:
+    """NAC parameters per site of ``structure`` mapped onto its standard primitive cell.
+
+    The tensors are rotated into the frame of the primitive cell
+    (:func:`map_to_standard_primitive`) and averaged over the sites that are one atom of it.
+
+    Parameters
+    ----------
+    structure : Structure
+        The crystal ``nac_params`` belong to.
+    nac_params : mapping
+        ``born`` (n_sites x 3 x 3), ``dielectric`` (3 x 3), optional ``factor``
+        (:func:`read_born`).
+    symprec : float
+        Symmetry tolerance of the standardisation, Å.
+
+    Returns
+    -------
+    dict
+        The same keys for :func:`standard_primitive` ``(structure)``, as plain lists.
+    """
+    checked = _phonopy_nac_params(nac_params, len(structure))
+    mapping = map_to_standard_primitive(structure, symprec)
+    rotation = mapping.rotation
+    rotated = np.einsum("ab,ibc,dc->iad", rotation, checked["born"], rotation)
+    born = np.array(
+        [rotated[mapping.atoms == j].mean(axis=0) for j in range(len(mapping.primitive))]
+    )
+    result = dict(nac_params)
+    result["born"] = born.tolist()
+    result["dielectric"] = (rotation @ checked["dielectric"] @ rotation.T).tolist()
+    return result

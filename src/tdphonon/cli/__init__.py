@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from threadpoolctl import threadpool_limits
 
@@ -32,51 +34,46 @@ class CommandError(Exception):
     """An error to report to the user in one line."""
 
 
-def add_temperatures_option(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """``-T/--temperatures K [K ...]`` (default 300 K)."""
-    parser.add_argument(
-        "-T", "--temperatures", nargs="+", type=float, default=[300.0], metavar="K", help=help_text
-    )
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit code 2), no usage dump.
+
+    Sub-command parsers are of the same class (argparse's ``add_subparsers`` default).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` on one line to stderr and exit with code 2."""
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def add_model_option(parser: argparse.ArgumentParser) -> None:
-    """``-m/--model``: a matgl model folder or name, or 'emt'."""
-    parser.add_argument(
-        "-m", "--model", help="matgl model folder or name, or 'emt' (default: $TDPHONON_MODEL)"
-    )
-
-
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """``--retries`` and ``--timeout`` of the database connection."""
-    parser.add_argument("--retries", type=int, default=3, help="database connection attempts")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="connection timeout per attempt, s (default: the config's, else 5)",
-    )
+#: Exceptions reported in one line (exit code 2), by the module that defines them.
+_USER_ERRORS = {
+    "tdphonon.potentials": ("UnsupportedElementError", "ModelLoadError", "NonFiniteForcesError"),
+    "tdphonon.stores": ("StoreConfigError", "StoreUnreachableError"),
+    "tdphonon.structures": ("StructureError",),
+}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from tdphonon.potentials import ModelLoadError, NonFiniteForcesError, UnsupportedElementError
-    from tdphonon.query import StoreUnreachableError
-    from tdphonon.structures import StructureError
+    errors: list[type[BaseException]] = [CommandError, FileNotFoundError]
+    for name, classes in _USER_ERRORS.items():
+        # a module not imported raised none of its errors, and importing it (torch, matgl)
+        # would hold the message back for seconds
+        module = sys.modules.get(name)
+        if module is not None:
+            errors.extend(getattr(module, cls) for cls in classes)
+    return tuple(errors)
 
-    return (
-        CommandError,
-        StructureError,
-        UnsupportedElementError,
-        ModelLoadError,
-        NonFiniteForcesError,
-        FileNotFoundError,
-        StoreUnreachableError,
-    )
+
+def _job_failed_error() -> type[BaseException]:
+    from tdphonon.stores import JobFailedError
+
+    return JobFailedError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of all sub-commands."""
-    parser = argparse.ArgumentParser(
+    """The argument parser of all sub-commands (options are defined in :mod:`.options`)."""
+    parser = ArgumentParser(
         prog="tdphonon",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,8 +94,15 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tdphonon`` console script."""
+    from tdphonon.library_warnings import ignore_library_warnings
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help / --version exit 0; a usage error returns its code
+        if not stop.code:
+            raise
+        return int(stop.code) if isinstance(stop.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 0
@@ -106,16 +110,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    if getattr(args, "quiet", False):
-        warnings.filterwarnings("ignore")
-    try:
-        # The SSCHA's linear algebra is on small matrices: threaded BLAS only adds
-        # overhead (and fights the potential's own threads for the cores).
-        with threadpool_limits(limits=1, user_api="blas"):
-            return args.handler(args)
-    except _user_errors() as error:
-        print(f"tdphonon: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tdphonon: interrupted; finished jobs are in the store", file=sys.stderr)
-        return 130
+    # warning filters and the progress switch hold for this command only (main may be
+    # called many times in one process: tests, scripts)
+    progress = os.environ.get("TDPHONON_PROGRESS")
+    with warnings.catch_warnings():
+        ignore_library_warnings()  # jobflow's and atomate2's that say nothing to a user
+        if getattr(args, "quiet", False):
+            warnings.filterwarnings("ignore")
+        try:
+            # The SSCHA's linear algebra is on small matrices: threaded BLAS only adds
+            # overhead (and fights the potential's own threads for the cores).
+            with threadpool_limits(limits=1, user_api="blas"):
+                return args.handler(args)
+        except _user_errors() as error:
+            print(f"tdphonon: error: {error}", file=sys.stderr)
+            return 2
+        except _job_failed_error() as error:  # stored in the JobStore: 'tdphonon query'
+            print(f"tdphonon: error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("tdphonon: interrupted; finished jobs are in the store", file=sys.stderr)
+            return 130
+        finally:
+            if progress is None:
+                os.environ.pop("TDPHONON_PROGRESS", None)
+            else:
+                os.environ["TDPHONON_PROGRESS"] = progress

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from tdphonon.cli import CommandError, add_model_option
+from tdphonon.cli import CommandError
+from tdphonon.cli.options import add_device_option, add_model_option, existing_path, output_file
 
 EPILOG = """\
 examples:
@@ -33,10 +33,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data", nargs="+", help="force-set files or folders")
+    parser.add_argument("data", nargs="+", type=existing_path, help="force-set files or folders")
     add_model_option(parser)
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    add_device_option(parser)
+    parser.add_argument(
+        "--json",
+        type=output_file,
+        metavar="FILE",
+        help="write the results as JSON (its directory must exist)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from pathlib import Path
 from typing import Any
 
 from tdphonon.cli import CommandError
+from tdphonon.cli.options import (
+    add_device_option,
+    existing_path,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+)
 
 EPILOG = """\
 examples:
@@ -38,35 +48,60 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data", nargs="+", help="force-set files or folders")
+    parser.add_argument("data", nargs="+", type=existing_path, help="force-set files or folders")
     parser.add_argument("--base", required=True, help="pretrained matgl model folder or name")
-    parser.add_argument("--out", required=True, type=Path, help="output model folder")
-    parser.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--out", required=True, type=output_dir, metavar="OUT", help="output model folder"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=10, help="maximum epochs (default 10)"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="random seed, >= 0 (default 0)"
+    )
     parser.add_argument("--validation", nargs="+", metavar="NAME", help="validation compounds")
     parser.add_argument(
         "--validation-fraction",
-        type=float,
+        type=fraction,
         default=0.2,
-        help="fraction of compounds held out when --validation is not given (default 0.2)",
+        help="fraction of compounds held out when --validation is not given, in [0, 1) "
+        "(default 0.2)",
     )
-    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
-    parser.add_argument("--batch-size", type=int, default=4, help="supercells per step")
+    parser.add_argument(
+        "--lr", type=positive_float, default=3e-4, help="learning rate, > 0 (default 3e-4)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=4, help="supercells per step (default 4)"
+    )
     parser.add_argument(
         "--trainable",
         default="last-block",
         choices=["last-block", "all", "interactions", "readout"],
         help="layers to train (default last-block: the last graph block and the readout)",
     )
-    parser.add_argument("--energy-weight", type=float, default=1.0)
-    parser.add_argument("--force-weight", type=float, default=1.0)
-    parser.add_argument("--stress-weight", type=float, default=0.0)
-    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the metrics as JSON")
+    for name, default in (("energy", 1.0), ("force", 1.0), ("stress", 0.0)):
+        parser.add_argument(
+            f"--{name}-weight",
+            type=non_negative_float,
+            default=default,
+            help=f"weight of the {name} loss, >= 0 (default {default:g})",
+        )
+    parser.add_argument(
+        "--patience",
+        type=positive_int,
+        default=3,
+        help="early-stopping patience, validations (default 3)",
+    )
+    add_device_option(parser, default="cpu")
+    parser.add_argument(
+        "--json",
+        type=output_file,
+        metavar="FILE",
+        help="write the metrics as JSON (its directory must exist)",
+    )
     parser.add_argument(
         "--checkpoint-dir",
-        type=Path,
+        type=output_dir,
         metavar="DIR",
         help="where the per-epoch training checkpoint goes (default OUT.checkpoint)",
     )
@@ -130,9 +165,52 @@ def command(args: argparse.Namespace) -> int:
             f"{result.before.frequency_mae_thz / result.after.frequency_mae_thz:.2f})"
         )
     print(f"best epoch {result.best_epoch}; training {result.training_time_s:.0f} s")
-    print(f"forgetting guard: {result.forgetting}")
+    print(format_forgetting_guard(result.forgetting))
     print(f"saved {result.model_dir}")
     if args.json:
         args.json.write_text(json.dumps(result.provenance, indent=1))
         print(f"wrote {args.json}")
     return 0
+
+
+#: Rows of the forgetting-guard table: key of :func:`tdphonon.finetune.forgetting_guard`,
+#: label, unit.
+FORGETTING_ROWS = (
+    ("energy_change_mae_ev_per_atom", "mean |dE| per atom", "eV/atom"),
+    ("energy_change_mae_ev_per_atom_shifted", "mean |dE| per atom, mean shift removed", "eV/atom"),
+    ("force_change_mae_ev_per_angstrom", "mean |dF| per component", "eV/Å"),
+    ("force_change_max_ev_per_angstrom", "max |dF| per component", "eV/Å"),
+)
+
+
+def format_forgetting_guard(forgetting: dict[str, Any]) -> str:
+    """The forgetting guard as a small table (change from the pretrained potential).
+
+    Parameters
+    ----------
+    forgetting : dict
+        From :func:`tdphonon.finetune.forgetting_guard`: ``n_structures`` and the changes
+        of energies and forces between the pretrained and the fine-tuned potential on
+        structures not trained on.
+
+    Returns
+    -------
+    str
+        A title line and one line per quantity (unknown keys are listed as they are).
+    """
+    n = int(forgetting.get("n_structures") or 0)
+    if n == 0:
+        return "forgetting guard: not checked (no validation structures)"
+    lines = [
+        f"forgetting guard: change from the pretrained potential on {n} validation "
+        f"structure{'s' if n != 1 else ''} (not trained on)"
+    ]
+    known = {"n_structures"}
+    for key, label, unit in FORGETTING_ROWS:
+        if forgetting.get(key) is not None:
+            lines.append(f"  {label:40s} {forgetting[key]:10.4f} {unit}")
+            known.add(key)
+    for key, value in forgetting.items():
+        if key not in known:
+            lines.append(f"  {key:40s} {value!s:>10}")
+    return "\n".join(lines)

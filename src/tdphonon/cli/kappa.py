@@ -9,7 +9,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdphonon.cli import CommandError, add_temperatures_option, run
+from tdphonon.cli import CommandError
+from tdphonon.cli.options import (
+    add_kappa_options,
+    add_sscha_options,
+    add_store_option,
+    add_temperatures_option,
+    conductivity_maker,
+    existing_path,
+    output_dir,
+    output_file,
+    sscha_maker,
+)
 
 KAPPA_EPILOG = """\
 modes:
@@ -45,102 +56,40 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--phono3py",
+        type=existing_path,
         metavar="FILE",
         help="DFT mode: phono3py_params*.yaml[.xz], or phono3py_disp.yaml with --forces",
     )
-    parser.add_argument("--forces", metavar="FORCES_FC3", help="DFT mode: FORCES_FC3 file")
-    parser.add_argument("--fc2-forces", metavar="FORCES_FC2", help="DFT mode: FORCES_FC2 file")
-    add_temperatures_option(parser, "temperatures in K (> 0; default 300)")
-    add_kappa_options(parser)
-    run.add_sscha_options(parser)
-    run.add_store_option(parser)
-    parser.add_argument("--json", metavar="FILE", help="write the per-temperature kappa JSON")
     parser.add_argument(
-        "--plots", metavar="DIR", default=".", help="directory for the kappa(T) plot"
+        "--forces", type=existing_path, metavar="FORCES_FC3", help="DFT mode: FORCES_FC3 file"
+    )
+    parser.add_argument(
+        "--fc2-forces", type=existing_path, metavar="FORCES_FC2", help="DFT mode: FORCES_FC2 file"
+    )
+    add_temperatures_option(parser, "temperatures in K (> 0; default 300)", positive=True)
+    add_kappa_options(parser)
+    add_sscha_options(parser)
+    add_store_option(parser)
+    parser.add_argument(
+        "--json",
+        type=output_file,
+        metavar="FILE",
+        help="write the per-temperature kappa JSON (its directory must exist)",
+    )
+    parser.add_argument(
+        "--plots",
+        type=output_dir,
+        metavar="DIR",
+        default=Path("."),
+        help="directory for the kappa(T) plot (default: current)",
     )
     parser.add_argument("--no-plots", action="store_true", help="do not write plots")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
     return parser
 
 
-def add_kappa_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the kappa calculation (shared with ``tdphonon run --kappa``)."""
-    group = parser.add_argument_group("thermal conductivity")
-    group.add_argument(
-        "--mesh",
-        nargs=3,
-        type=int,
-        default=[11, 11, 11],
-        metavar="N",
-        help="q-point mesh of the kappa calculation (default 11 11 11)",
-    )
-    group.add_argument("--lbte", action="store_true", help="solve the LBTE (default: RTA)")
-    group.add_argument("--isotope", action="store_true", help="add isotope scattering")
-    group.add_argument(
-        "--fc3-method",
-        choices=["random", "finite"],
-        default="random",
-        help="fc3 from random displacements + symfc (default) or finite differences",
-    )
-    group.add_argument(
-        "--fc3-snapshots",
-        default="auto",
-        metavar="N",
-        help="random fc3 supercells (+/- pairs), or 'auto' (phono3py's estimate; default)",
-    )
-    group.add_argument(
-        "--fc3-unpaired",
-        action="store_true",
-        help="random fc3 displacements without their opposite (default: +/- pairs)",
-    )
-    group.add_argument(
-        "--fc3-supercell", nargs="+", type=int, metavar="N", help="fc3 supercell: 3 or 9 ints"
-    )
-    group.add_argument(
-        "--fc3-min-length",
-        type=float,
-        default=8.0,
-        metavar="ANGSTROM",
-        help="fc3 supercell: periodic images this far apart (default 8)",
-    )
-
-
-def conductivity_maker(args: argparse.Namespace) -> Any:
-    """The :class:`ThermalConductivityMaker` of the command-line options."""
-    from tdphonon.flows.conductivity import ThermalConductivityMaker
-
-    snapshots: int | str = args.fc3_snapshots
-    if snapshots != "auto":
-        try:
-            snapshots = int(snapshots)
-        except ValueError:
-            raise CommandError("--fc3-snapshots takes a positive integer or 'auto'") from None
-        if snapshots < 1:
-            raise CommandError("--fc3-snapshots takes a positive integer or 'auto'")
-    if min(args.mesh) < 1:
-        raise CommandError("--mesh takes 3 positive integers")
-    return ThermalConductivityMaker(
-        model=args.model,
-        device=args.device,
-        batch_size=args.batch_size,
-        fc3_method=args.fc3_method,
-        fc3_snapshots=snapshots,
-        fc3_plusminus=not args.fc3_unpaired,
-        fc3_supercell_matrix=run.supercell_matrix_option(args.fc3_supercell, "--fc3-supercell"),
-        fc3_min_length=args.fc3_min_length,
-        mesh=tuple(args.mesh),
-        kappa_method="lbte" if args.lbte else "rta",
-        isotope=args.isotope,
-        seed=args.seed,
-    )
-
-
 def command(args: argparse.Namespace) -> int:
     """Compute kappa in one of the two modes and report."""
-    if any(t <= 0 for t in args.temperatures):
-        raise CommandError("kappa needs temperatures above 0 K")
-    if min(args.mesh) < 1:
-        raise CommandError("--mesh takes 3 positive integers")
     if args.phono3py and args.structure:
         raise CommandError("give either a STRUCTURE (potential mode) or --phono3py FILE, not both")
     if args.phono3py:
@@ -166,12 +115,12 @@ def _potential_mode(args: argparse.Namespace) -> dict[str, Any]:
     if args.forces or args.fc2_forces:
         raise CommandError("--forces and --fc2-forces belong to --phono3py (DFT mode)")
     structure = read_structure(args.structure)
-    sscha_maker = run.sscha_maker(args)
     maker = SSCHAConductivityMaker(
-        sscha_maker=sscha_maker, conductivity_maker=conductivity_maker(args)
+        sscha_maker=sscha_maker(args, structure), conductivity_maker=conductivity_maker(args)
     )
+    store = get_store(args.store)  # connected before the model loads
     flow = maker.make(structure, temperatures=args.temperatures)
-    _, _, doc = run_conductivity_flow(flow, get_store(args.store))
+    _, _, doc = run_conductivity_flow(flow, store)
     if doc is None:
         raise CommandError("the kappa summary job did not run; see the job outputs in the store")
     return kappa_summary(doc)

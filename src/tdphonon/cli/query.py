@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tdphonon.cli import CommandError, add_connection_options
+from tdphonon.cli.options import (
+    add_connection_options,
+    connection_kwargs,
+    launchpad_file,
+    output_file,
+    store_spec,
+)
 
 QUERY_EPILOG = """\
 examples:
@@ -32,10 +38,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--store",
+        type=store_spec,
         help="embedded store directory or jobflow.yaml / JSON (default ~/.tdphonon/store)",
     )
     parser.add_argument(
-        "--launchpad", metavar="FILE", help="my_launchpad.yaml: add FireWorks states"
+        "--launchpad",
+        type=launchpad_file,
+        metavar="FILE",
+        help="my_launchpad.yaml: add FireWorks states",
     )
     parser.add_argument("--formula", help="only this composition (e.g. Si, NaCl)")
     parser.add_argument(
@@ -46,8 +56,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--results", action="store_true", help="print one row per material and temperature"
     )
-    parser.add_argument("--csv", metavar="FILE", help="write the results table as CSV")
-    parser.add_argument("--json", metavar="FILE", help="write the results table as JSON")
+    parser.add_argument(
+        "--csv", type=output_file, metavar="FILE", help="write the results table as CSV"
+    )
+    parser.add_argument(
+        "--json", type=output_file, metavar="FILE", help="write the results table as JSON"
+    )
     parser.add_argument(
         "--indexes",
         action="store_true",
@@ -62,16 +76,14 @@ def command(args: argparse.Namespace) -> int:
     """Print and export."""
     import pandas as pd
 
-    from tdphonon.query import CampaignResults, connect_launchpad, connect_store, ensure_indexes
-    from tdphonon.stores import get_store
+    from tdphonon.query import CampaignResults, ensure_indexes
+    from tdphonon.stores import connect_launchpad, connect_store, get_store
 
-    if args.retries < 1:
-        raise CommandError("--retries must be at least 1")
-    timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
-    store = connect_store(get_store(args.store), retries=args.retries, timeout_ms=timeout_ms)
+    connection = connection_kwargs(args)
+    store = connect_store(get_store(args.store, **connection), **connection)
     launchpad = None
     if args.launchpad:
-        launchpad = connect_launchpad(args.launchpad, retries=args.retries, timeout_ms=timeout_ms)
+        launchpad = connect_launchpad(args.launchpad, **connection)
     if args.indexes:
         ensure_indexes(store)
     results = CampaignResults(store, launchpad, retries=args.retries)

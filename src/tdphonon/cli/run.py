@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdphonon.cli import CommandError, add_model_option, add_temperatures_option
+from tdphonon.cli.options import (
+    add_kappa_options,
+    add_sscha_options,
+    add_store_option,
+    add_temperatures_option,
+    check_temperatures,
+    conductivity_maker,
+    output_dir,
+    output_file,
+    sscha_maker,
+)
 
 RUN_EPILOG = """\
 examples:
@@ -18,7 +27,8 @@ examples:
   tdphonon run POSCAR --no-relax --supercell 3 3 3 --statistics classical --export phonopy_files
 
 The model comes from --model or the TDPHONON_MODEL environment variable: a matgl model
-folder (model.json, model.pt, state.pt), a matgl hub name, or 'emt'. The default store
+folder (model.json, model.pt, state.pt), a matgl hub name, or 'emt'; without either, the
+pretrained M3GNet-MP-2021.2.8-PES from the matgl hub (downloaded once). The default store
 is an embedded database under ~/.tdphonon/store (TDPHONON_STORE_DIR changes it).
 """
 
@@ -38,12 +48,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_temperatures_option(run, "temperatures in K, done in the given order (default: 300)")
     add_sscha_options(run)
     add_store_option(run)
-    run.add_argument("--export", metavar="DIR", help="write phonopy files with force constants")
-    run.add_argument("--json", metavar="FILE", help="write a JSON summary")
+    run.add_argument(
+        "--export",
+        type=output_dir,
+        metavar="DIR",
+        help="write phonopy files with force constants",
+    )
+    run.add_argument(
+        "--json",
+        type=output_file,
+        metavar="FILE",
+        help="write a JSON summary (its directory must exist)",
+    )
     run.add_argument(
         "--plots",
+        type=output_dir,
         metavar="DIR",
-        default=".",
+        default=Path("."),
         help="directory for band-structure and convergence plots (default: current)",
     )
     run.add_argument("--no-plots", action="store_true", help="do not write plots")
@@ -54,123 +75,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="also the lattice thermal conductivity with the harmonic and the SSCHA fc2 at "
         "each T (fc3 once; see 'tdphonon kappa --help' and the options below)",
     )
-    from tdphonon.cli.kappa import add_kappa_options
-
     add_kappa_options(run)
     return run
 
 
-def add_store_option(parser: argparse.ArgumentParser) -> None:
-    """``--store`` of the commands that run flows here (``run``, ``kappa``)."""
-    parser.add_argument(
-        "--store",
-        help="store: a directory for the embedded database, or a jobflow.yaml / JSON file "
-        "with a JobStore (e.g. MongoDB + GridFS); default ~/.tdphonon/store",
-    )
-
-
-def add_sscha_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the potential, supercell and SSCHA (shared with ``kappa`` and ``submit``)."""
-    add_model_option(parser)
-    cell = parser.add_mutually_exclusive_group()
-    cell.add_argument(
-        "--supercell",
-        nargs="+",
-        type=int,
-        metavar="N",
-        help="supercell of the standard primitive cell: 3 integers (diagonal) or 9 (matrix)",
-    )
-    cell.add_argument(
-        "--min-length",
-        type=float,
-        default=10.0,
-        metavar="ANGSTROM",
-        help="choose a near-cubic supercell whose periodic images are this far apart (default 10)",
-    )
-    parser.add_argument(
-        "--no-relax", action="store_true", help="keep the given geometry (e.g. DFT-relaxed)"
-    )
-    parser.add_argument(
-        "--statistics",
-        choices=["quantum", "classical"],
-        default="quantum",
-        help="phonon statistics of the thermal displacements (default quantum)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.05,
-        metavar="THZ",
-        help="target accuracy of renormalised frequencies, THz (default 0.05)",
-    )
-    parser.add_argument(
-        "--max-snapshots",
-        type=int,
-        default=1024,
-        help="largest sample size the adaptive sampling may use (default 1024)",
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
-    parser.add_argument("--batch-size", type=int, default=16, help="supercells per model call")
-
-
-def supercell_matrix_option(
-    values: Sequence[int] | None, option: str = "--supercell"
-) -> list[list[int]] | None:
-    """3x3 supercell matrix of an option taking 3 (diagonal) or 9 integers."""
-    if values is None:
-        return None
-    if len(values) == 3:
-        return [[values[0], 0, 0], [0, values[1], 0], [0, 0, values[2]]]
-    if len(values) == 9:
-        return [list(values[0:3]), list(values[3:6]), list(values[6:9])]
-    raise CommandError(f"{option} takes 3 integers (diagonal) or 9 (a 3x3 matrix)")
-
-
-def sscha_maker(args: argparse.Namespace) -> Any:
-    """The :class:`~tdphonon.flows.sscha.SSCHAMaker` of the options of :func:`add_sscha_options`.
-
-    Also checks the temperatures and switches progress bars on unless ``--quiet``.
-    """
-    from tdphonon.flows.sscha import SSCHAMaker
-
-    if any(t < 0 for t in args.temperatures):
-        raise CommandError("temperatures must be >= 0 K")
-    if args.statistics == "classical" and any(t == 0 for t in args.temperatures):
-        raise CommandError("classical statistics need temperatures above 0 K")
-    if not args.quiet:
-        os.environ["TDPHONON_PROGRESS"] = "1"
-    return SSCHAMaker(
-        model=args.model,
-        device=args.device,
-        batch_size=args.batch_size,
-        relax=not args.no_relax,
-        supercell_matrix=supercell_matrix_option(args.supercell),
-        min_length=args.min_length,
-        sscha_settings={
-            "statistics": args.statistics,
-            "seed": args.seed,
-            "frequency_tolerance": args.tolerance,
-            "max_snapshots": args.max_snapshots,
-        },
-    )
-
-
 def command(args: argparse.Namespace) -> int:
     """Run the SSCHA workflow of one crystal and report."""
+    check_temperatures(args.temperatures, args.statistics, kappa=args.kappa)
     from tdphonon.stores import get_store, run_flow
     from tdphonon.structures import read_structure
 
     structure = read_structure(args.structure)
-    maker = sscha_maker(args)
+    maker = sscha_maker(args, structure)
     store = get_store(args.store)
     kappa = None
     if args.kappa:
-        from tdphonon.cli.kappa import conductivity_maker, kappa_summary
+        from tdphonon.cli.kappa import kappa_summary
         from tdphonon.flows.conductivity import SSCHAConductivityMaker, run_conductivity_flow
 
-        if any(t <= 0 for t in args.temperatures):
-            raise CommandError("--kappa needs temperatures above 0 K")
         flow = SSCHAConductivityMaker(
             sscha_maker=maker, conductivity_maker=conductivity_maker(args)
         ).make(structure, temperatures=args.temperatures)
@@ -201,6 +123,71 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rule() -> str:
+    from tdphonon.phonons import ACOUSTIC_POCKET_RULE, IMAGINARY_TOLERANCE
+
+    return (
+        "has_imaginary_modes and min_frequency_excluding_acoustic_pockets: "
+        f"{ACOUSTIC_POCKET_RULE}; "
+        f"imaginary: below {IMAGINARY_TOLERANCE} THz. min_frequency: every mode. "
+        "acoustic_pockets: the imaginary acoustic modes left out (q fractional, THz)"
+    )
+
+
+#: How ``has_imaginary_modes`` is decided, in the JSON summary.
+IMAGINARY_MODES_RULE = _rule()
+
+
+def frequency_report(doc: dict[str, Any]) -> dict[str, Any]:
+    """Lowest frequencies of a harmonic or SSCHA document, with and without acoustic pockets.
+
+    Documents written before the acoustic pockets were reported have only ``min_frequency``
+    (then with the pockets left out): it fills both values, and the pockets are unknown (None).
+    """
+    excluding = doc.get("min_frequency_excluding_acoustic_pockets")
+    return {
+        "min_frequency": doc["min_frequency"],
+        "min_frequency_excluding_acoustic_pockets": (
+            doc["min_frequency"] if excluding is None else excluding
+        ),
+        "acoustic_pockets": doc.get("acoustic_pockets") if excluding is not None else None,
+    }
+
+
+def _structure(doc: dict[str, Any]) -> Any:
+    from pymatgen.core import Structure
+
+    structure = doc["structure"]
+    return Structure.from_dict(structure) if isinstance(structure, dict) else structure
+
+
+def supercell_report(harmonic: dict[str, Any]) -> dict[str, Any]:
+    """Size and matrix of the supercell used (of the standard primitive cell)."""
+    structure = _structure(harmonic)
+    return {
+        "n_atoms": harmonic["n_supercell_atoms"],
+        "matrix": harmonic["supercell_matrix"],
+        "of": f"standard primitive cell ({len(structure)} atoms), phonopy convention",
+    }
+
+
+def nac_report(harmonic: dict[str, Any]) -> str:
+    """Whether the bands include the non-analytical term correction (LO-TO splitting).
+
+    Without Born charges, every crystal of more than one element gets the note: LO-TO
+    splitting exists in polar crystals, and tdphonon does not tell insulators from metals.
+    """
+    structure = _structure(harmonic)
+    if harmonic.get("nac_params") is not None:
+        return "Born effective charges given (--born): LO-TO splitting included"
+    if len(structure.composition.elements) < 2:
+        return "not needed: one element, no LO-TO splitting"
+    return (
+        "none: the potential gives no Born effective charges, so no LO-TO splitting (if the "
+        "crystal is polar); use --born BORN for it"
+    )
+
+
 def summarise(harmonic: dict[str, Any], results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """JSON summary: harmonic reference and one entry per temperature."""
     structure = harmonic["structure"]
@@ -219,9 +206,18 @@ def summarise(harmonic: dict[str, Any], results: Sequence[dict[str, Any]]) -> di
                 "free_energy_note": doc["free_energy_note"],
                 "has_imaginary_modes": doc["has_imaginary_modes"],
                 "stabilised": doc["stabilised"],
-                "min_frequency": doc["min_frequency"],
+                **frequency_report(doc),
                 "mean_frequency_shift": doc["mean_frequency_shift"],
                 "frequencies": doc["labelled_frequencies"],
+                "frequency_errors": doc.get("labelled_frequency_errors") or {},
+                "max_frequency_error": max(
+                    (
+                        e
+                        for errors in (doc.get("labelled_frequency_errors") or {}).values()
+                        for e in errors
+                    ),
+                    default=None,
+                ),
                 "frequency_shifts": doc["frequency_shifts"],
                 "statistics": doc["statistics"],
             }
@@ -229,9 +225,12 @@ def summarise(harmonic: dict[str, Any], results: Sequence[dict[str, Any]]) -> di
     return {
         "formula": formula,
         "model": harmonic["provenance"].get("model", {}),
+        "supercell": supercell_report(harmonic),
+        "imaginary_modes_rule": IMAGINARY_MODES_RULE,
+        "nac": nac_report(harmonic),
         "harmonic": {
             "has_imaginary_modes": harmonic["has_imaginary_modes"],
-            "min_frequency": harmonic["min_frequency"],
+            **frequency_report(harmonic),
             "frequencies": harmonic["labelled_frequencies"],
             "n_force_evaluations": harmonic["n_force_evaluations"],
         },
@@ -246,21 +245,44 @@ def format_table(summary: dict[str, Any]) -> str:
     harmonic = summary["harmonic"]
     gamma_label = next((k for k in harmonic["frequencies"] if k.upper() in ("GAMMA", "Γ")), None)
 
-    def gamma_optical(frequencies: dict[str, list[float]]) -> str:
-        if gamma_label is None or gamma_label not in frequencies:
+    def gamma_optical(entry: dict[str, Any]) -> str:
+        """Highest frequency at Gamma, with its standard error where it has one."""
+        frequencies = entry["frequencies"]
+        # one atom per primitive cell: the 3 modes at Gamma are acoustic (0), no optical one
+        if gamma_label is None or len(frequencies.get(gamma_label) or []) <= 3:
             return "-"
-        return f"{max(frequencies[gamma_label]):.3f}"
+        errors = (entry.get("frequency_errors") or {}).get(gamma_label)
+        text = f"{frequencies[gamma_label][-1]:.3f}"
+        return f"{text}±{errors[-1]:.3f}" if errors else text
+
+    def lowest(entry: dict[str, Any]) -> str:
+        """min f (acoustic pockets left out) and the lowest acoustic pocket."""
+        pockets = entry.get("acoustic_pockets")
+        pocket = "?" if pockets is None else "-"
+        if pockets:
+            pocket = f"{min(p['frequency'] for p in pockets):.3f}"
+        excluding = entry.get("min_frequency_excluding_acoustic_pockets", entry["min_frequency"])
+        return f"{excluding:8.3f} {pocket:>8}"
+
+    def sigma_max(entry: dict[str, Any]) -> str:
+        value = entry.get("max_frequency_error")
+        return "-" if value is None else f"{value:.3f}"
 
     header = (
-        f"{'T (K)':>8} {'conv':>5} {'min f':>8} {'f_G max':>8} {'<shift>':>8} "
-        f"{'stabil.':>7} {'F (eV/atom)':>20} {'evals':>7}"
+        f"{'T (K)':>8} {'conv':>5} {'min f':>8} {'pocket':>8} {'f_G max':>12} {'<shift>':>8} "
+        f"{'σ max':>6} {'stabil.':>7} {'F (eV/atom)':>20} {'evals':>7}"
     )
-    lines = [
-        f"tdphonon results for {summary['formula']}  (frequencies in THz)",
+    lines = [f"tdphonon results for {summary['formula']}  (frequencies in THz)"]
+    if summary.get("supercell"):
+        cell = summary["supercell"]
+        lines.append(
+            f"supercell: {cell['n_atoms']} atoms, matrix {cell['matrix']} of the {cell['of']}"
+        )
+    lines += [
         header,
         "-" * len(header),
-        f"{'harm.':>8} {'':>5} {harmonic['min_frequency']:8.3f} "
-        f"{gamma_optical(harmonic['frequencies']):>8} {'':>8} {'':>7} {'':>20} "
+        f"{'harm.':>8} {'':>5} {lowest(harmonic)} "
+        f"{gamma_optical(harmonic):>12} {'':>8} {'':>6} {'':>7} {'':>20} "
         f"{harmonic['n_force_evaluations']:7d}",
     ]
     for entry in summary["results"]:
@@ -270,13 +292,29 @@ def format_table(summary: dict[str, Any]) -> str:
             free_energy = f"{entry['free_energy']:.5f}±{entry['free_energy_error']:.5f}"
         lines.append(
             f"{entry['temperature']:8.1f} {'yes' if entry['converged'] else 'NO':>5} "
-            f"{entry['min_frequency']:8.3f} {gamma_optical(entry['frequencies']):>8} "
-            f"{entry['mean_frequency_shift']:+8.3f} {'yes' if entry['stabilised'] else '-':>7} "
+            f"{lowest(entry)} {gamma_optical(entry):>12} "
+            f"{entry['mean_frequency_shift']:+8.3f} {sigma_max(entry):>6} "
+            f"{'yes' if entry['stabilised'] else '-':>7} "
             f"{free_energy:>20} {entry['n_force_evaluations']:7d}"
         )
     not_converged = [e for e in summary["results"] if not e["converged"]]
     for entry in not_converged:
         lines.append(f"WARNING: {entry['temperature']:g} K: {entry['message']}")
+    lines.append(
+        "f_G max: highest optical frequency at Gamma ('-': one atom per primitive cell, "
+        "no optical mode); ±: its bootstrap standard error; σ max: the largest standard error "
+        "of a frequency at a labelled point (--tolerance bounds each; all in --json as "
+        "frequency_errors)"
+    )
+    lines.append(
+        "min f: lowest frequency on the band path and a q-mesh, the acoustic branches near "
+        "Gamma (inside the first shell of commensurate q-points, where only interpolation "
+        "determines them) left out; imaginary modes (has_imaginary_modes) are judged on it. "
+        "pocket: the lowest of those acoustic modes when imaginary ('-': none)"
+    )
+    nac = summary.get("nac", "")
+    if nac.startswith("none"):
+        lines.append(f"NAC: {nac}")
     lines.append(f"total force evaluations: {summary['n_force_evaluations']}")
     return "\n".join(lines)
 
@@ -292,8 +330,18 @@ def write_plots(
     bands = {"harmonic": harmonic["band_structure"]}
     bands.update({f"{doc['temperature']:g} K": doc["band_structure"] for doc in results})
     histories = {f"{doc['temperature']:g} K": doc["history"] for doc in results}
+    note = None
+    if nac_report(harmonic).startswith("none"):
+        note = "No LO-TO splitting: the potential gives no Born effective charges (--born BORN)"
+    errors = {
+        f"{doc['temperature']:g} K": (doc["labelled_frequencies"], doc["labelled_frequency_errors"])
+        for doc in results
+        if doc.get("labelled_frequency_errors")
+    }
     return [
-        plot_band_structures(bands, directory / f"{formula}_bands.png", title=formula),
+        plot_band_structures(
+            bands, directory / f"{formula}_bands.png", title=formula, note=note, errors=errors
+        ),
         plot_convergence(histories, directory / f"{formula}_convergence.png", tolerance),
     ]
 
@@ -310,7 +358,10 @@ def export_phonopy(
     paths = []
     targets = [("harmonic", harmonic)] + [(f"{doc['temperature']:g}K", doc) for doc in results]
     for tag, doc in targets:
-        phonon = make_phonopy(doc["structure"], doc["supercell_matrix"])
+        # the harmonic document's Born charges (per site of the same standard primitive cell)
+        phonon = make_phonopy(
+            doc["structure"], doc["supercell_matrix"], nac_params=harmonic.get("nac_params")
+        )
         phonon.force_constants = np.asarray(doc["force_constants"], dtype=float)
         path = directory / f"phonopy_{tag}.yaml"
         phonon.save(path, settings={"force_constants": True})

@@ -6,8 +6,19 @@ import argparse
 import json
 from typing import Any
 
-from tdphonon.cli import CommandError, add_connection_options, add_temperatures_option
-from tdphonon.cli.run import add_sscha_options, sscha_maker
+from tdphonon.cli.options import (
+    add_connection_options,
+    add_sscha_options,
+    add_temperatures_option,
+    check_temperatures,
+    connection_kwargs,
+    existing_path,
+    launchpad_file,
+    output_file,
+    positive_int,
+    sscha_maker,
+    store_file,
+)
 
 SUBMIT_EPILOG = """\
 examples:
@@ -48,17 +59,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--finetune-data",
         nargs="+",
+        type=existing_path,
         metavar="PATH",
         help="fine-tune the model on these data first; every SSCHA job uses the result",
     )
     parser.add_argument("--kappa", action="store_true", help="add the thermal conductivity")
     parser.add_argument(
         "--launchpad",
+        type=launchpad_file,
         metavar="FILE",
         help="my_launchpad.yaml (default: the FireWorks config, LaunchPad.auto_load())",
     )
     parser.add_argument(
         "--store",
+        type=store_file,
         metavar="FILE",
         help="jobflow.yaml / JSON JobStore written into the workflows (default: each "
         "worker's own JOB_STORE)",
@@ -81,7 +95,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--submit-batch",
-        type=int,
+        type=positive_int,
         default=200,
         metavar="N",
         help="workflows added per database round trip (default 200)",
@@ -92,7 +106,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--mp-api-key", help="Materials Project API key (default $MP_API_KEY)")
     add_connection_options(parser)
-    parser.add_argument("--json", metavar="FILE", help="write the submission report as JSON")
+    parser.add_argument(
+        "--json",
+        type=output_file,
+        metavar="FILE",
+        help="write the submission report as JSON (its directory must exist)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or logs")
     return parser
 
@@ -103,26 +122,25 @@ def _category(value: str) -> str | None:
 
 def command(args: argparse.Namespace) -> int:
     """Submit the campaign."""
-    from tdphonon.campaign import CampaignMaker, read_structures, submit_flows
-    from tdphonon.query import connect_launchpad, connect_store
-    from tdphonon.stores import store_from_file
+    check_temperatures(args.temperatures, args.statistics, kappa=args.kappa)
+    from tdphonon.stores import connect_launchpad, connect_store, store_from_file
 
-    if args.submit_batch < 1:
-        raise CommandError("--submit-batch must be at least 1")
-    if args.retries < 1:
-        raise CommandError("--retries must be at least 1")
-    timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
+    # the databases first: an unreachable one is reported within --timeout, before the
+    # campaign's imports (the potentials: seconds)
+    connection = connection_kwargs(args)
     launchpad = None
     if not args.dry_run:
-        launchpad = connect_launchpad(args.launchpad, retries=args.retries, timeout_ms=timeout_ms)
+        launchpad = connect_launchpad(args.launchpad, **connection)
     store = None
     if args.store:
-        store = connect_store(
-            store_from_file(args.store), retries=args.retries, timeout_ms=timeout_ms
-        )
+        store = connect_store(store_from_file(args.store), **connection)
+    from tdphonon.campaign import CampaignMaker, read_structures, submit_flows
+
     structures = read_structures(args.structures, mp_api_key=args.mp_api_key)
+    # --born belongs to one crystal (sscha_maker refuses it with several structures)
+    single = structures[0][1] if len(structures) == 1 else None
     maker = CampaignMaker(
-        sscha_maker=sscha_maker(args),
+        sscha_maker=sscha_maker(args, single),
         temperatures=args.temperatures,
         finetune_data=args.finetune_data,
         kappa=args.kappa,

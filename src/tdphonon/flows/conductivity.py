@@ -21,7 +21,12 @@ from tdphonon.conductivity import FC3_DISTANCE, FC3_MIN_LENGTH, ConductivitySett
 from tdphonon.flows.sscha import SSCHAMaker
 from tdphonon.jobs.common import check_potential, field_value, resolve_model
 from tdphonon.jobs.conductivity import collect_kappa_job, fc3_job, kappa_job
-from tdphonon.structures import StructureError, check_structure, standard_primitive
+from tdphonon.structures import (
+    StructureError,
+    check_structure,
+    primitive_supercell_matrix,
+    standard_primitive,
+)
 
 __all__ = ["SSCHAConductivityMaker", "ThermalConductivityMaker", "run_conductivity_flow"]
 
@@ -36,7 +41,7 @@ class ThermalConductivityMaker(Maker):
         Flow name.
     model : str, os.PathLike or object
         Potential as :func:`tdphonon.jobs.common.get_force_calculator` takes it (passed to
-        the jobs unchanged); None reads ``TDPHONON_MODEL``.
+        the jobs unchanged); None: ``$TDPHONON_MODEL``, else the pretrained M3GNet.
     device, batch_size
         Device and supercells per model call.
     fc3_method : {"random", "finite"}
@@ -49,7 +54,8 @@ class ThermalConductivityMaker(Maker):
     fc3_distance : float
         Displacement, Å.
     fc3_supercell_matrix : list, optional
-        fc3 supercell of the unit cell (3 integers or 3x3, phonopy convention); overrides
+        fc3 supercell (3 integers or 3x3) of the structure passed to ``make()``, as phonopy's
+        ``--dim`` (with ``harmonic_output``: of its standard primitive structure); overrides
         ``fc3_min_length``.
     fc3_min_length : float
         Minimum image distance of the default fc3 supercell, Å (the fc2 supercell is the
@@ -169,8 +175,13 @@ class ThermalConductivityMaker(Maker):
             )
         elif structure is None:
             raise StructureError("a structure (or a harmonic phonon output) is needed")
-        elif isinstance(structure, Structure):
+        fc3_supercell_matrix = self.fc3_supercell_matrix
+        if isinstance(structure, Structure) and harmonic_output is None:
             check_structure(structure)
+            if fc3_supercell_matrix is not None:  # phonopy's --dim: of the cell given
+                fc3_supercell_matrix = primitive_supercell_matrix(
+                    structure, fc3_supercell_matrix
+                ).tolist()
             structure = standard_primitive(structure)
         if isinstance(structure, Structure):
             check_potential(model, structure, self.device, self.batch_size)
@@ -183,7 +194,7 @@ class ThermalConductivityMaker(Maker):
             model=model,
             device=self.device,
             batch_size=self.batch_size,
-            supercell_matrix=self.fc3_supercell_matrix,
+            supercell_matrix=fc3_supercell_matrix,
             min_length=self.fc3_min_length,
             method=self.fc3_method,
             number_of_snapshots=self.fc3_snapshots,
@@ -285,7 +296,8 @@ class SSCHAConductivityMaker(Maker):
     sscha_maker : SSCHAMaker
         Relaxation, harmonic phonons and SSCHA.
     conductivity_maker : ThermalConductivityMaker
-        fc3 and kappa settings; its ``model`` defaults to the SSCHA maker's.
+        fc3 and kappa settings; its ``model`` defaults to the SSCHA maker's, its
+        ``born_charges`` and ``dielectric`` to the SSCHA maker's ``born``.
     """
 
     name: str = "tdphonon sscha + kappa"
@@ -313,6 +325,22 @@ class SSCHAConductivityMaker(Maker):
         conductivity_maker = self.conductivity_maker
         if conductivity_maker.model is None:
             conductivity_maker = replace(conductivity_maker, model=self.sscha_maker.model)
+        if conductivity_maker.fc3_supercell_matrix is not None:
+            # given of the structure passed here (phonopy's --dim); the fc3 job works on the
+            # standard primitive cell of the harmonic job
+            conductivity_maker = replace(
+                conductivity_maker,
+                fc3_supercell_matrix=primitive_supercell_matrix(
+                    structure, conductivity_maker.fc3_supercell_matrix
+                ).tolist(),
+            )
+        if self.sscha_maker.born is not None and conductivity_maker.born_charges is None:
+            # the SSCHA maker's Born charges, on the harmonic (= fc3 unit) cell
+            conductivity_maker = replace(
+                conductivity_maker,
+                born_charges=harmonic.output.nac_params["born"],
+                dielectric=harmonic.output.nac_params["dielectric"],
+            )
         kappa_flow = conductivity_maker.make(
             temperatures=temperatures,
             harmonic_output=harmonic.output,

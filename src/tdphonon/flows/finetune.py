@@ -28,7 +28,7 @@ class FineTuneMaker(Maker):
     name : str
         Job name (also the model's name).
     base_model : str, optional
-        Pretrained matgl model folder or hub name; None reads ``TDPHONON_MODEL`` on the worker.
+        Pretrained matgl model folder or hub name; None: ``$TDPHONON_MODEL`` on the worker, else the pretrained M3GNet.
     validation : list of str, optional
         Validation compounds (force-set names); otherwise a seeded split by compound.
     validation_fraction : float

@@ -18,6 +18,8 @@ from tdphonon.structures import (
     StructureError,
     check_structure,
     check_supercell,
+    primitive_nac_params,
+    primitive_supercell_matrix,
     standard_primitive,
 )
 
@@ -40,7 +42,7 @@ class SSCHAMaker(Maker):
     name : str
         Flow name.
     model : str, os.PathLike or None
-        matgl model folder or hub name, or ``"emt"``; None reads ``TDPHONON_MODEL`` (when
+        matgl model folder or hub name, or ``"emt"``; None: ``$TDPHONON_MODEL``, else the pretrained M3GNet (when
         the flow is made: jobs get the resolved value).
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"`` for the jobs.
@@ -53,8 +55,12 @@ class SSCHAMaker(Maker):
     relax_cell : bool
         Relax the lattice too.
     supercell_matrix : list, optional
-        Supercell of the standard primitive cell (3 integers or 3x3); overrides
-        ``min_length``.
+        Supercell of the structure passed to :meth:`make`, as phonopy's ``--dim``: 3
+        integers (diagonal) or 3x3 whose columns are the supercell vectors in units of its
+        lattice vectors (e.g. ``[3, 3, 3]`` of a 4-atom conventional fcc cell: 108 atoms).
+        The jobs get the equivalent matrix of the standard primitive cell
+        (:func:`tdphonon.structures.primitive_supercell_matrix`). Overrides ``min_length``;
+        not used with a phonon document (its supercell is kept).
     min_length : float
         Minimum distance between periodic images of the chosen supercell, Å.
     displacement : float
@@ -62,6 +68,14 @@ class SSCHAMaker(Maker):
     sscha_settings : dict
         Keyword arguments of :class:`~tdphonon.sscha.SSCHASettings` (``statistics``,
         ``frequency_tolerance``, ``seed``, ``max_snapshots``, ...).
+    born : dict, optional
+        Non-analytical term correction (LO-TO splitting) of the band structures, DOS and
+        labelled frequencies (not of the SSCHA, which works on commensurate modes):
+        ``born`` (Born effective charges per site of the structure passed to :meth:`make`,
+        or of the phonon document's structure, (n, 3, 3), e), ``dielectric`` (3x3) and
+        optionally ``factor``, as plain lists, as
+        :func:`tdphonon.structures.read_born` reads them from a phonopy BORN file. None:
+        no NAC (the potentials give no Born charges).
     """
 
     name: str = "tdphonon sscha"
@@ -75,6 +89,7 @@ class SSCHAMaker(Maker):
     min_length: float = 10.0
     displacement: float = 0.01
     sscha_settings: dict[str, Any] = field(default_factory=dict)
+    born: dict[str, Any] | None = None
 
     def make(
         self,
@@ -114,8 +129,10 @@ class SSCHAMaker(Maker):
         check_structure(structure)
         model = self._check_potential(structure)
         primitive = standard_primitive(structure)
+        supercell_matrix = None
         if self.supercell_matrix is not None:
-            check_supercell(primitive, self.supercell_matrix)
+            supercell_matrix = primitive_supercell_matrix(structure, self.supercell_matrix)
+            check_supercell(primitive, supercell_matrix)
         elif self.min_length < MIN_IMAGE_DISTANCE:
             raise StructureError(
                 f"min_length {self.min_length} Å is too small (at least {MIN_IMAGE_DISTANCE} Å)"
@@ -138,9 +155,10 @@ class SSCHAMaker(Maker):
             model=model,
             device=self.device,
             batch_size=self.batch_size,
-            supercell_matrix=self.supercell_matrix,
+            supercell_matrix=None if supercell_matrix is None else supercell_matrix.tolist(),
             min_length=self.min_length,
             displacement=self.displacement,
+            nac_params=None if self.born is None else primitive_nac_params(structure, self.born),
         )
         harmonic.name = "harmonic"
         return self._flow([*jobs, harmonic], harmonic, temperatures, model, settings)
@@ -187,7 +205,11 @@ class SSCHAMaker(Maker):
             model = self._check_potential(structure)
             phonon_doc = fields
         harmonic = harmonic_job(
-            phonon_doc=phonon_doc, model=model, device=self.device, batch_size=self.batch_size
+            phonon_doc=phonon_doc,
+            model=model,
+            device=self.device,
+            batch_size=self.batch_size,
+            nac_params=self.born,
         )
         harmonic.name = "harmonic (from phonon document)"
         return self._flow([harmonic], harmonic, temperatures, model, settings)
@@ -219,11 +241,16 @@ class SSCHAMaker(Maker):
                 device=self.device,
                 batch_size=self.batch_size,
                 sscha_settings=settings,
+                nac_params=None if self.born is None else harmonic.output.nac_params,
             )
             first.name = f"sscha {temperature:g} K iteration 1"
             chains.append(first)
             start, warm_start = first.output.force_constants, f"{temperature:g} K"
-        return Flow([*jobs, *chains], output=[c.output for c in chains], name=self.name)
+        flow = Flow([*jobs, *chains], output=[c.output for c in chains], name=self.name)
+        # what the flow is expected to give: tdphonon.query tells a finished run from one
+        # that stopped part-way (campaigns set the same, with the material's identity)
+        flow.update_metadata({"temperatures": temperatures})
+        return flow
 
     def _check_inputs(self, temperatures: Sequence[float]) -> tuple[list[float], dict[str, Any]]:
         try:
@@ -257,6 +284,6 @@ class SSCHAMaker(Maker):
             doc_structure = Structure.from_dict(doc_structure)
         if doc_structure is not None and not StructureMatcher().fit(structure, doc_structure):
             raise StructureError(
-                f"structure {structure.formula} is not the crystal of the phonon document "
-                f"({doc_structure.formula})"
+                f"structure {structure.composition.reduced_formula} is not the crystal of the "
+                f"phonon document ({doc_structure.composition.reduced_formula})"
             )

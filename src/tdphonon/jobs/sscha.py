@@ -43,7 +43,7 @@ from tdphonon import __version__
 from tdphonon.fitting import ForceConstantFitter
 from tdphonon.harmonic import harmonic_force_constants
 from tdphonon.jobs.common import field_value, get_force_calculator, progress_enabled
-from tdphonon.phonons import IMAGINARY_TOLERANCE, phonon_spectrum
+from tdphonon.phonons import IMAGINARY_TOLERANCE, labelled_qpoints, phonon_spectrum
 from tdphonon.potentials import NonFiniteForcesError
 from tdphonon.schemas import (
     HarmonicPhononDoc,
@@ -68,6 +68,7 @@ from tdphonon.structures import (
     StructureError,
     choose_supercell_matrix,
     make_phonopy,
+    primitive_nac_params,
     standard_primitive,
 )
 
@@ -371,8 +372,8 @@ def phonon_doc_force_constants(
         )
         return primitive, supercell_matrix, result
     raise StructureError(
-        f"could not map the supercell of the phonon document of {structure.formula} onto "
-        "a supercell of its standard primitive cell"
+        "could not map the supercell of the phonon document of "
+        f"{structure.composition.reduced_formula} onto a supercell of its standard primitive cell"
     )
 
 
@@ -386,6 +387,7 @@ def harmonic_job(
     min_length: float = 10.0,
     displacement: float = 0.01,
     phonon_doc: Any = None,
+    nac_params: dict[str, Any] | None = None,
 ) -> HarmonicPhononDoc:
     """Harmonic phonons of the standard primitive cell with the potential.
 
@@ -407,6 +409,11 @@ def harmonic_job(
         Finite displacement, Å.
     phonon_doc : PhononBSDOSDoc or dict, optional
         Previous atomate2 phonon result to take the force constants from.
+    nac_params : dict, optional
+        Born effective charges per site of ``structure`` (of the structure of
+        ``phonon_doc``), dielectric tensor and optional unit factor
+        (:func:`tdphonon.structures.read_born`): the non-analytical term correction
+        (LO-TO splitting) of the band structure, DOS and labelled frequencies.
 
     Returns
     -------
@@ -425,6 +432,7 @@ def harmonic_job(
             min_length,
             displacement,
             phonon_doc,
+            nac_params,
         )
     except MATERIAL_FAILURES as error:
         if structure is None and phonon_doc is not None:
@@ -443,10 +451,16 @@ def _harmonic_doc(
     min_length: float,
     displacement: float,
     phonon_doc: Any,
+    nac_params: dict[str, Any] | None = None,
 ) -> HarmonicPhononDoc:
     """Body of :func:`harmonic_job` (same parameters)."""
     calculator = get_force_calculator(model, device, batch_size)
     if phonon_doc is not None:
+        if nac_params is not None:
+            doc_structure = field_value(phonon_doc, "structure")
+            if isinstance(doc_structure, dict):
+                doc_structure = Structure.from_dict(doc_structure)
+            nac_params = primitive_nac_params(doc_structure, nac_params)
         primitive, matrix, force_constants = phonon_doc_force_constants(phonon_doc)
         phonon = make_phonopy(primitive, matrix)
         calculator.check_elements(primitive.symbol_set)
@@ -460,6 +474,8 @@ def _harmonic_doc(
         if structure is None:
             raise ValueError("harmonic_job needs a structure or a phonon_doc")
         primitive = standard_primitive(structure)
+        if nac_params is not None:
+            nac_params = primitive_nac_params(structure, nac_params)
         calculator.check_elements(primitive.symbol_set)
         if supercell_matrix is None:
             supercell_matrix = choose_supercell_matrix(primitive, min_length)
@@ -477,10 +493,12 @@ def _harmonic_doc(
         n_evaluations = result.n_force_evaluations
         settings.update(supercell_matrix=matrix.tolist(), displacement=displacement)
         source = "finite displacements"
+    if nac_params is not None:  # NAC for the spectrum only
+        phonon = make_phonopy(primitive, matrix, nac_params=nac_params)
     spectrum = phonon_spectrum(phonon, force_constants)
     logger.info(
         "harmonic phonons of %s: %d-atom supercell, min frequency %.3f THz",
-        primitive.formula,
+        primitive.composition.reduced_formula,
         len(phonon.supercell),
         spectrum.min_frequency,
     )
@@ -497,7 +515,10 @@ def _harmonic_doc(
         dos=spectrum.dos,
         labelled_frequencies=spectrum.labelled_frequencies,
         min_frequency=spectrum.min_frequency,
+        min_frequency_excluding_acoustic_pockets=spectrum.min_frequency_excluding_acoustic_pockets,
+        acoustic_pockets=spectrum.acoustic_pockets,
         has_imaginary_modes=spectrum.has_imaginary_modes,
+        nac_params=nac_params,
         n_force_evaluations=n_evaluations,
         provenance={
             "model": calculator.provenance(),
@@ -577,8 +598,19 @@ def _temperature_doc(
     harmonic_has_imaginary_modes: bool,
     warm_start: str,
     model_provenance: dict[str, Any],
+    nac_params: dict[str, Any] | None = None,
 ) -> SSCHATemperatureDoc:
+    if nac_params is not None:  # NAC for the spectrum only, not for the SSCHA itself
+        phonon = make_phonopy(structure, supercell_matrix, nac_params=nac_params)
     spectrum = phonon_spectrum(phonon, result.force_constants)
+    # the SSCHA bounded the errors at the labelled q-points, in the same (ascending) order
+    labelled_errors = {
+        label: errors.tolist()
+        for label, errors in zip(
+            labelled_qpoints(structure), result.qpoint_frequency_errors, strict=True
+        )
+        if label in spectrum.labelled_frequencies
+    }
     shifts, mean_shift = _frequency_shifts(
         spectrum.labelled_frequencies, harmonic_labelled_frequencies
     )
@@ -591,10 +623,14 @@ def _temperature_doc(
         band_structure=spectrum.band_structure,
         dos=spectrum.dos,
         labelled_frequencies=spectrum.labelled_frequencies,
+        labelled_frequency_errors=labelled_errors,
         harmonic_labelled_frequencies=harmonic_labelled_frequencies,
         frequency_shifts=shifts,
         mean_frequency_shift=mean_shift,
         min_frequency=spectrum.min_frequency,
+        min_frequency_excluding_acoustic_pockets=spectrum.min_frequency_excluding_acoustic_pockets,
+        acoustic_pockets=spectrum.acoustic_pockets,
+        nac=nac_params is not None,
         commensurate_frequencies=result.frequencies,
         commensurate_frequency_errors=result.frequency_errors,
         free_energy=result.free_energy,
@@ -635,6 +671,7 @@ def sscha_iteration_job(
     device: str = "auto",
     batch_size: int = 16,
     sscha_settings: dict[str, Any] | None = None,
+    nac_params: dict[str, Any] | None = None,
 ) -> Response | SSCHATemperatureDoc:
     """One SSCHA iteration; replaces itself by the next until the iterations stop.
 
@@ -664,6 +701,10 @@ def sscha_iteration_job(
         Potential, see :func:`get_force_calculator`.
     sscha_settings : dict, optional
         Keyword arguments of :class:`~tdphonon.sscha.SSCHASettings`.
+    nac_params : dict, optional
+        NAC parameters per site of ``structure`` (the harmonic document's ``nac_params``):
+        LO-TO splitting in the final band structure, DOS and labelled frequencies. The
+        SSCHA itself works on commensurate modes, where they do not enter.
 
     Returns
     -------
@@ -691,6 +732,7 @@ def sscha_iteration_job(
             device,
             batch_size,
             sscha_settings,
+            nac_params,
         )
     except MATERIAL_FAILURES as error:
         iteration = 1 if continuation is None else len(continuation.history) + 1
@@ -712,6 +754,7 @@ def _sscha_iteration(
     device: str,
     batch_size: int,
     sscha_settings: dict[str, Any] | None,
+    nac_params: dict[str, Any] | None = None,
 ) -> Response | SSCHATemperatureDoc:
     """Body of :func:`sscha_iteration_job` (same parameters)."""
     settings = SSCHASettings(**(sscha_settings or {}))
@@ -735,6 +778,7 @@ def _sscha_iteration(
         fitter=_cached_fitter(  # symfc basis, reused by later iterations on this worker
             structure.to_json(), tuple(map(tuple, np.asarray(supercell_matrix).tolist()))
         ),
+        qpoints=list(labelled_qpoints(structure).values()),  # their errors are bounded too
     )
     record = sscha.step(progress=progress_enabled())
     state = sscha.state
@@ -798,6 +842,7 @@ def _sscha_iteration(
             device=device,
             batch_size=batch_size,
             sscha_settings=sscha_settings,
+            nac_params=nac_params,
         )
         following.name = f"sscha {temperature:g} K iteration {record.iteration + 1}"
         return Response(output=iteration, replace=following)
@@ -813,4 +858,5 @@ def _sscha_iteration(
         harmonic_has_imaginary_modes,
         warm_start,
         calculator.provenance(),
+        nac_params,
     )
