@@ -1,17 +1,10 @@
-"""Interatomic potentials: energies and forces of many structures through one interface.
+"""matgl models: locate, decide the message convention, load, save, and evaluate in batches.
 
-The rest of tdphonon computes forces only through a :class:`ForceCalculator`:
-
-* :class:`MatglCalculator` evaluates a matgl ``Potential`` (M3GNet, TensorNet, ...) on batches
-  of structures, one model call per batch.
-* :class:`AseCalculator` wraps any ASE calculator (one call per structure), e.g. EMT for fast
-  tests.
-
-:func:`get_calculator` builds either from a model name/folder (or the ``TDPHONON_MODEL``
-environment variable), and :func:`load_potential` loads a matgl model **with the correct
-message-passing convention**: the pretrained weights of the matgl <= 2.x era (such as
-``M3GNet-MP-2021.2.8-PES``) are silently wrong under matgl >= 3 unless the pre-3.0
-destination aggregation is restored (see :mod:`tdphonon._matgl_legacy`).
+:func:`load_potential` loads a matgl model **with the correct message-passing convention**:
+the pretrained weights of the matgl <= 2.x era (such as ``M3GNet-MP-2021.2.8-PES``) are
+silently wrong under matgl >= 3 unless the pre-3.0 destination aggregation is restored (see
+:mod:`tdphonon.potentials._matgl_legacy`). :class:`MatglCalculator` evaluates a loaded
+potential on batches of structures, one model call per batch.
 
 How the convention of a model is decided, first match wins:
 
@@ -22,17 +15,19 @@ How the convention of a model is decided, first match wins:
    retrained for matgl >= 3 read ``<Arch>-PES-...`` (source);
 5. otherwise a :class:`LegacyConventionWarning` is issued and ``"destination"`` is assumed,
    since every model of this project descends from the legacy pretrained weights.
+
+This module imports torch and matgl (seconds): :mod:`tdphonon.potentials` loads it on first
+use only.
 """
 
 from __future__ import annotations
 
-import abc
 import json
 import os
 import re
 import socket
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,398 +37,18 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from tdphonon import _matgl_legacy as legacy
+from tdphonon.potentials import _matgl_legacy as legacy
+from tdphonon.potentials.base import ForceCalculator, LegacyConventionWarning, ModelLoadError
+from tdphonon.potentials.factory import MODEL_ENV_VAR
 
 if TYPE_CHECKING:
     from matgl.apps.pes import Potential
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "MODEL_ENV_VAR",
-    "AseCalculator",
-    "ForceCalculator",
-    "LegacyConventionWarning",
-    "MatglCalculator",
-    "ModelLoadError",
-    "NonFiniteForcesError",
-    "UnsupportedElementError",
-    "default_model",
-    "get_calculator",
-    "load_potential",
-    "message_convention",
-    "save_potential",
-]
-
-#: Environment variable naming the model to use when none is given.
-MODEL_ENV_VAR = "TDPHONON_MODEL"
-
-#: The model used when none is given and ``TDPHONON_MODEL`` is unset: the universal M3GNet
-#: that the study fine-tuned, by its matgl hub name (downloaded once into matgl's cache).
-DEFAULT_MODEL = "M3GNet-MP-2021.2.8-PES"
+__all__ = ["MatglCalculator", "load_potential", "message_convention", "save_potential"]
 
 _MODEL_FILES = ("model.json", "model.pt", "state.pt")
 _HUB_ORG = "materialyze"
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w\-.]*/[\w\-.]+$")
-
-
-class UnsupportedElementError(ValueError):
-    """A structure contains an element the potential was not trained for.
-
-    Parameters
-    ----------
-    elements : Iterable[str]
-        The unsupported element symbols.
-    model : str
-        Name of the potential.
-    """
-
-    def __init__(self, elements: Iterable[str], model: str) -> None:
-        self.elements = tuple(sorted(set(elements)))
-        self.model = model
-        super().__init__(
-            f"element(s) {', '.join(self.elements)} not supported by the potential {model!r}"
-        )
-
-
-class ModelLoadError(RuntimeError):
-    """A potential could not be loaded (folder missing or incomplete, hub unreachable, ...)."""
-
-
-class NonFiniteForcesError(RuntimeError):
-    """The potential returned NaN or infinite energies or forces."""
-
-
-class LegacyConventionWarning(UserWarning):
-    """The message convention of a matgl model could not be determined and was assumed."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Base class
-# ---------------------------------------------------------------------------------------------
-
-
-class ForceCalculator(abc.ABC):
-    """Energies and forces of many structures; counts force evaluations.
-
-    Subclasses implement :meth:`_evaluate_batch` (and :meth:`provenance`,
-    :meth:`as_ase_calculator`); the public :meth:`compute` adds the element check, batching,
-    progress bar, counting and the NaN/inf check.
-
-    Attributes
-    ----------
-    name : str
-        Short name of the potential, e.g. ``"M3GNet-MP-2021.2.8-PES"`` or ``"emt"``.
-    n_force_evaluations : int
-        Number of structures evaluated through :meth:`compute` / :meth:`compute_ragged` so
-        far (starts at 0). Evaluations through :meth:`as_ase_calculator` are not counted.
-    batch_size : int
-        Maximum number of structures per call of the underlying model.
-    max_atoms_per_batch : int or None
-        Maximum total number of atoms per call (a batch always holds at least one
-        structure); ``None`` for no limit.
-    """
-
-    name: str
-    n_force_evaluations: int
-    batch_size: int
-    max_atoms_per_batch: int | None
-
-    def __init__(
-        self, name: str, batch_size: int = 1, max_atoms_per_batch: int | None = None
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.name = name
-        self.batch_size = int(batch_size)
-        self.max_atoms_per_batch = max_atoms_per_batch
-        self.n_force_evaluations = 0
-
-    def _batches(self, structures: Sequence[Atoms]) -> Iterator[tuple[int, list[Atoms]]]:
-        """Yield ``(start index, structures)`` of consecutive batches within the limits."""
-        start = 0
-        while start < len(structures):
-            stop, n_atoms = start, 0
-            while stop < len(structures) and stop - start < self.batch_size:
-                n_next = len(structures[stop])
-                limit = self.max_atoms_per_batch
-                if stop > start and limit is not None and n_atoms + n_next > limit:
-                    break
-                n_atoms += n_next
-                stop += 1
-            yield start, list(structures[start:stop])
-            start = stop
-
-    # -- to implement -------------------------------------------------------------------------
-
-    @property
-    def supported_elements(self) -> frozenset[str] | None:
-        """Element symbols the potential supports, or ``None`` if unknown (no check)."""
-        return None
-
-    @abc.abstractmethod
-    def _evaluate_batch(self, structures: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Evaluate one batch; return energies ``(k,)`` and a list of ``(n_i, 3)`` forces."""
-
-    @abc.abstractmethod
-    def provenance(self) -> dict[str, Any]:
-        """Describe the potential for provenance records.
-
-        Returns
-        -------
-        dict
-            At least ``name``, ``kind`` (``"matgl"`` or ``"ase"``), ``path``, ``version``,
-            ``message_convention``, ``device`` and ``batch_size``; JSON-serialisable.
-        """
-
-    @abc.abstractmethod
-    def as_ase_calculator(self) -> Calculator:
-        """Return an ASE calculator for the same potential (energy, forces, stress in eV/Å³).
-
-        Returns
-        -------
-        ase.calculators.calculator.Calculator
-            A calculator for relaxations or MD. Its evaluations are not counted in
-            :attr:`n_force_evaluations`.
-        """
-
-    # -- public API ---------------------------------------------------------------------------
-
-    def check_elements(self, symbols: Iterable[str]) -> None:
-        """Raise if any element is not supported by the potential.
-
-        Parameters
-        ----------
-        symbols : Iterable[str]
-            Chemical symbols, e.g. ``atoms.get_chemical_symbols()``.
-
-        Raises
-        ------
-        UnsupportedElementError
-            Naming the unsupported element(s) and the potential.
-        """
-        supported = self.supported_elements
-        if supported is None:
-            return
-        missing = set(symbols) - supported
-        if missing:
-            raise UnsupportedElementError(missing, self.name)
-
-    def compute(
-        self, structures: Sequence[Atoms], progress: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Compute energies and forces of structures with the same number of atoms.
-
-        Parameters
-        ----------
-        structures : Sequence[ase.Atoms]
-            Structures to evaluate, all with the same number of atoms (use
-            :meth:`compute_ragged` otherwise). They are not modified.
-        progress : bool, default False
-            Show a tqdm progress bar.
-
-        Returns
-        -------
-        energies : numpy.ndarray
-            Total energy of each structure in eV, shape ``(n,)``, float64.
-        forces : numpy.ndarray
-            Forces in eV/Å, shape ``(n, n_atoms, 3)``, float64.
-
-        Raises
-        ------
-        UnsupportedElementError
-            Before any work, if an element is not supported.
-        ValueError
-            If the structures differ in size.
-        NonFiniteForcesError
-            If the potential returns NaN or infinite energies or forces.
-        """
-        structures = list(structures)
-        self.check_elements({s for atoms in structures for s in atoms.get_chemical_symbols()})
-        sizes = {len(a) for a in structures}
-        if len(sizes) > 1:
-            raise ValueError(
-                f"structures have different numbers of atoms {sorted(sizes)}; use compute_ragged()"
-            )
-        energies, forces = self.compute_ragged(structures, progress=progress)
-        if not forces:
-            return energies, np.zeros((0, 0, 3))
-        return energies, np.stack(forces)
-
-    def compute_ragged(
-        self, structures: Sequence[Atoms], progress: bool = False
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Compute energies and forces of structures of any sizes.
-
-        Parameters
-        ----------
-        structures : Sequence[ase.Atoms]
-            Structures to evaluate (not modified).
-        progress : bool, default False
-            Show a tqdm progress bar.
-
-        Returns
-        -------
-        energies : numpy.ndarray
-            Total energies in eV, shape ``(n,)``.
-        forces : list of numpy.ndarray
-            Forces in eV/Å, one ``(n_atoms_i, 3)`` float64 array per structure.
-
-        Raises
-        ------
-        UnsupportedElementError
-            Before any work, if an element is not supported.
-        NonFiniteForcesError
-            If the potential returns NaN or infinite energies or forces.
-        """
-        structures = list(structures)
-        for atoms in structures:
-            if not isinstance(atoms, Atoms):
-                raise TypeError(f"expected ase.Atoms, got {type(atoms).__name__}")
-        self.check_elements({s for atoms in structures for s in atoms.get_chemical_symbols()})
-        energies: list[np.ndarray] = []
-        forces: list[np.ndarray] = []
-        with _progress_bar(len(structures), progress, self.name) as bar:
-            for start, chunk in self._batches(structures):
-                e, f = self._evaluate_batch(chunk)
-                self.n_force_evaluations += len(chunk)
-                e = np.asarray(e, dtype=np.float64).reshape(-1)
-                f = [np.asarray(fi, dtype=np.float64).reshape(-1, 3) for fi in f]
-                if len(e) != len(chunk) or len(f) != len(chunk):
-                    raise RuntimeError(
-                        f"{self.name}: got {len(e)} energies / {len(f)} force arrays "
-                        f"for {len(chunk)} structures"
-                    )
-                bad = [
-                    start + i
-                    for i in range(len(chunk))
-                    if not (np.isfinite(e[i]) and np.all(np.isfinite(f[i])))
-                ]
-                if bad:
-                    raise NonFiniteForcesError(
-                        f"potential {self.name!r} returned NaN/inf energies or forces for "
-                        f"structure(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}"
-                    )
-                energies.append(e)
-                forces.extend(f)
-                bar.update(len(chunk))
-        return (np.concatenate(energies) if energies else np.zeros(0)), forces
-
-    def reset_counter(self) -> None:
-        """Set :attr:`n_force_evaluations` back to 0."""
-        self.n_force_evaluations = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, batch_size={self.batch_size}, "
-            f"n_force_evaluations={self.n_force_evaluations})"
-        )
-
-
-class _NullBar:
-    def update(self, n: int) -> None:
-        pass
-
-
-@contextmanager
-def _progress_bar(total: int, enabled: bool, desc: str) -> Iterator[Any]:
-    if not enabled:
-        yield _NullBar()
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc=desc, unit="struct") as bar:
-        yield bar
-
-
-# ---------------------------------------------------------------------------------------------
-# ASE calculators
-# ---------------------------------------------------------------------------------------------
-
-
-def _emt_elements() -> frozenset[str]:
-    from ase.calculators.emt import parameters
-
-    return frozenset(parameters)
-
-
-class AseCalculator(ForceCalculator):
-    """Wrap any ASE calculator; one calculator call per structure.
-
-    Parameters
-    ----------
-    calc : ase.calculators.calculator.Calculator
-        The calculator. It is attached to a copy of each structure, so the caller's
-        structures are not modified.
-    name : str, optional
-        Name; defaults to the lower-case class name (``"emt"``).
-    supported_elements : Iterable[str], optional
-        Elements the calculator supports, checked before any work. Defaults to the EMT
-        parameter set for :class:`ase.calculators.emt.EMT` and to no check otherwise.
-
-    Notes
-    -----
-    Forces are returned without applying constraints (``apply_constraint=False``), as needed
-    for force constants.
-    """
-
-    def __init__(
-        self,
-        calc: Calculator,
-        *,
-        name: str | None = None,
-        supported_elements: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(name or type(calc).__name__.lower(), batch_size=1)
-        self.calc = calc
-        if supported_elements is None:
-            from ase.calculators.emt import EMT
-
-            self._supported = _emt_elements() if isinstance(calc, EMT) else None
-        else:
-            self._supported = frozenset(supported_elements)
-
-    @property
-    def supported_elements(self) -> frozenset[str] | None:
-        """Element symbols supported, or ``None`` if unknown."""
-        return self._supported
-
-    def _evaluate_batch(self, structures: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
-        energies = np.empty(len(structures))
-        forces = []
-        for i, atoms in enumerate(structures):
-            work = atoms.copy()
-            work.calc = self.calc
-            energies[i] = work.get_potential_energy()
-            forces.append(np.array(work.get_forces(apply_constraint=False), dtype=np.float64))
-        return energies, forces
-
-    def provenance(self) -> dict[str, Any]:
-        """Describe the wrapped calculator (see :meth:`ForceCalculator.provenance`)."""
-        import ase
-
-        cls = type(self.calc)
-        return {
-            "name": self.name,
-            "kind": "ase",
-            "calculator": f"{cls.__module__}.{cls.__qualname__}",
-            "path": None,
-            "version": f"ase {ase.__version__}",
-            "message_convention": None,
-            "device": "cpu",
-            "batch_size": self.batch_size,
-            "parameters": _jsonable(getattr(self.calc, "parameters", {})),
-        }
-
-    def as_ase_calculator(self) -> Calculator:
-        """Return the wrapped ASE calculator itself."""
-        return self.calc
-
-
-def _jsonable(obj: Any) -> Any:
-    try:
-        return json.loads(json.dumps(obj, default=str))
-    except (TypeError, ValueError):
-        return str(obj)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,14 +62,6 @@ def _looks_like_path(text: str) -> bool:
     if os.altsep and os.altsep in text:
         return True
     return text.count("/") > 1 or (text.count("/") == 1 and not _HUB_ID_RE.match(text))
-
-
-def default_model() -> str:
-    """The model to use when none is given: ``$TDPHONON_MODEL``, else :data:`DEFAULT_MODEL`.
-
-    The one place where the environment names the model.
-    """
-    return os.environ.get(MODEL_ENV_VAR, "").strip() or DEFAULT_MODEL
 
 
 def _hub_address() -> tuple[str, int]:
@@ -611,7 +218,7 @@ def load_potential(model: str | os.PathLike, *, message_convention: str | None =
     -------
     matgl.apps.pes.Potential
         The potential in eval mode on CPU. For destination-convention M3GNet weights the graph
-        convolutions aggregate onto ``edge_index[1]`` (:mod:`tdphonon._matgl_legacy`); for
+        convolutions aggregate onto ``edge_index[1]`` (:mod:`tdphonon.potentials._matgl_legacy`); for
         destination-convention TensorNet weights the weights are converted. A dict describing
         the loading is attached as ``potential.tdphonon_info``.
 
@@ -648,7 +255,7 @@ def load_potential(model: str | os.PathLike, *, message_convention: str | None =
                 legacy.apply_m3gnet_destination_convention(potential)
                 fix = (
                     "M3GNetGraphConv.node_update_ sums messages onto edge_index[1] "
-                    "(tdphonon._matgl_legacy.DestinationAggregationM3GNetGraphConv)"
+                    "(tdphonon.potentials._matgl_legacy.DestinationAggregationM3GNetGraphConv)"
                 )
             elif arch == "TensorNet":
                 legacy.convert_tensornet_destination_weights(potential)
@@ -950,53 +557,3 @@ class MatglCalculator(ForceCalculator):
 
         self.potential.calc_stresses = True
         return PESCalculator(self.potential, stress_unit="eV/A3")
-
-
-# ---------------------------------------------------------------------------------------------
-# factory
-# ---------------------------------------------------------------------------------------------
-
-
-def get_calculator(
-    model: str | os.PathLike | ForceCalculator | Calculator | Potential | None = None,
-    *,
-    device: str = "auto",
-    batch_size: int = 16,
-) -> ForceCalculator:
-    """Build a :class:`ForceCalculator` from a model name, folder or calculator.
-
-    Parameters
-    ----------
-    model : str, os.PathLike, ForceCalculator, ase Calculator, matgl Potential, or None
-        ``None``: :func:`default_model` (``$TDPHONON_MODEL``, else :data:`DEFAULT_MODEL`). ``"emt"``
-        (case-insensitive): ASE's EMT. A matgl model folder or hub name:
-        :class:`MatglCalculator` (legacy weights fixed by :func:`load_potential`). An ASE
-        calculator instance is wrapped in :class:`AseCalculator`, a matgl ``Potential``
-        object in :class:`MatglCalculator`; a :class:`ForceCalculator` is returned as is.
-    device : str, default "auto"
-        Device for matgl models (``"cpu"``, ``"cuda"``, ``"auto"``).
-    batch_size : int, default 16
-        Structures per model call for matgl models.
-
-    Returns
-    -------
-    ForceCalculator
-
-    Raises
-    ------
-    ModelLoadError
-        If the model cannot be loaded (e.g. not cached and the hub unreachable).
-    """
-    if model is None:
-        model = default_model()
-    if isinstance(model, ForceCalculator):
-        return model
-    if isinstance(model, Calculator):
-        return AseCalculator(model)
-    if hasattr(model, "calc_forces") and hasattr(model, "model"):  # a matgl Potential object
-        return MatglCalculator(model, device=device, batch_size=batch_size)
-    if isinstance(model, str) and model.strip().lower() == "emt":
-        from ase.calculators.emt import EMT
-
-        return AseCalculator(EMT(), name="emt")
-    return MatglCalculator.from_model(model, device=device, batch_size=batch_size)
