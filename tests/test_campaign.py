@@ -148,7 +148,7 @@ def workdir(tmp_path_factory):
 
 def campaign_maker(**kwargs) -> CampaignMaker:
     # min_length 5 Å: the 2x2x2 supercell of the primitive cell, whatever cell is given
-    sscha = SSCHAMaker(model="emt", relax=True, min_length=5.0, sscha_settings=SETTINGS)
+    sscha = SSCHAMaker(model="emt", min_length=5.0, sscha_settings=SETTINGS)
     return CampaignMaker(
         sscha_maker=sscha, temperatures=kwargs.pop("temperatures", TEMPERATURES), **kwargs
     )
@@ -185,7 +185,7 @@ def campaign(databases, workdir):
     maker = campaign_maker()
     report = submit_flows(structures, maker, launchpad, store=store, batch_size=2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("tdphonon.jobs.common._cached_calculator", _faulty_calculator)
+        patch.setattr("tdphonon.potentials.factory.cached_calculator", _faulty_calculator)
         counts = launch_all(launchpad, workdir)
     store.connect()
     return {
@@ -494,7 +494,7 @@ def test_database_lost_mid_write(databases, workdir, monkeypatch):
 
     launchpad, store = databases.launchpad(), databases.store()
     maker = campaign_maker(temperatures=[300.0], heavy_category=None, light_category=None)
-    maker.sscha_maker.relax = False
+    maker.sscha_maker.relax_maker = None
     submit_flows([("Cu", fcc("Cu"))], maker, launchpad, store=store)
     original = GridFSStore.update
 
@@ -541,7 +541,7 @@ def test_command_line(campaign, databases, tmp_path, capsys):
     # the SSCHA options are those of tdphonon run, and reach the jobs
     harmonic = fw["spec"]["_tasks"][0]["job"]["function_kwargs"]
     assert harmonic["supercell_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
-    assert harmonic["batch_size"] == 4
+    assert harmonic["potential"]["batch_size"] == 4
     assert main([*argv, str(launchpad_file), "-q"]) == 0
     assert "0 submitted, 1 skipped" in capsys.readouterr().out
     assert launchpad.workflows.count_documents({}) == 1
@@ -604,7 +604,7 @@ def test_kappa_campaign(databases, workdir):
         kappa=True,
         conductivity_maker=ThermalConductivityMaker(mesh=(5, 5, 5), fc3_supercell_matrix=[3, 3, 3]),
     )
-    maker.sscha_maker.relax = False
+    maker.sscha_maker.relax_maker = None
     report = submit_flows([("Al", fcc("Al"))], maker, launchpad, store=store)
     assert len(report.submitted) == 1
     categories = {
@@ -636,7 +636,7 @@ def test_finetune_campaign(databases, workdir, shared_dir, m3gnet_path, tmp_path
     sscha = SSCHAMaker(
         model=str(m3gnet_path),
         device="cpu",
-        relax=False,
+        relax_maker=None,
         supercell_matrix=[[0, 1, 1], [1, 0, 1], [1, 1, 0]],  # of NaCl.cif: 16 atoms
         sscha_settings={"frequency_tolerance": 0.3, "max_snapshots": 32, "seed": 1},
     )
@@ -690,10 +690,10 @@ def test_harmonic_failure_is_stored(tmp_path, monkeypatch):
     from tdphonon.stores import embedded_store, run_flow
 
     broken = AseCalculator(AlwaysNaNEMT(), name="emt")
-    monkeypatch.setattr("tdphonon.jobs.common._cached_calculator", lambda *args: broken)
+    monkeypatch.setattr("tdphonon.potentials.factory.cached_calculator", lambda *args: broken)
     store = embedded_store(tmp_path / "store")
     maker = campaign_maker(heavy_category=None, light_category=None)
-    maker.sscha_maker.relax = False
+    maker.sscha_maker.relax_maker = None
     flow = maker.make(fcc("Cu"), "copper")
     harmonic, results = run_flow(flow, store, ensure_success=False)
     assert results == []

@@ -125,7 +125,7 @@ def test_formulas_in_messages_are_reduced():
 
 
 def test_forgetting_guard_table():
-    from tdphonon.cli.finetune import format_forgetting_guard
+    from tdphonon.cli.report import format_forgetting_guard
 
     guard = {
         "n_structures": 4,

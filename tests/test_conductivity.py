@@ -202,7 +202,7 @@ def test_flow_unstable_harmonic_keeps_renormalized(tmp_path):
     maker = SSCHAConductivityMaker(
         sscha_maker=SSCHAMaker(
             model="emt",
-            relax=False,
+            relax_maker=None,
             supercell_matrix=[[3, 0, 0], [0, 3, 0], [0, 0, 3]],
             sscha_settings={
                 "frequency_tolerance": 0.2,

@@ -184,8 +184,8 @@ def test_finetune_lowers_training_error_and_saves(tuned, sets, m3gnet_path):
 def test_saved_model_loads_both_ways(tuned, sets):
     import matgl
 
-    from tdphonon import _matgl_legacy as legacy
     from tdphonon.potentials import MatglCalculator, get_calculator, load_potential
+    from tdphonon.potentials import _matgl_legacy as legacy
 
     folder = tuned.model_dir
     sidecar = json.loads((folder / "tdphonon.json").read_text())
@@ -320,10 +320,10 @@ def test_stored_model_round_trip(tmp_path, monkeypatch, sets, shared_dir, m3gnet
     # fetched from the cache, which the fetch from the store fills again)
     get_force_calculator(ref, "cpu", 4, store=store)
     nacl = Structure.from_file(str(Path(__file__).parents[1] / "examples" / "NaCl.cif"))
-    flow = SSCHAMaker(model=job.output.model, relax=False).make(nacl, [300])
-    assert flow.jobs[0].function_kwargs["model"] == job.output.model
-    flow = SSCHAMaker(model=ref, relax=False).make(nacl, [300])
-    assert flow.jobs[0].function_kwargs["model"].startswith("tdphonon-model://")
+    flow = SSCHAMaker(model=job.output.model, relax_maker=None).make(nacl, [300])
+    assert flow.jobs[0].function_kwargs["potential"].model == job.output.model
+    flow = SSCHAMaker(model=ref, relax_maker=None).make(nacl, [300])
+    assert flow.jobs[0].function_kwargs["potential"].model.startswith("tdphonon-model://")
 
 
 def test_finetune_job_resumes_from_the_store(tmp_path, monkeypatch, shared_dir, m3gnet_path):

@@ -22,7 +22,6 @@ from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
-from tdphonon import _matgl_legacy as legacy
 from tdphonon.potentials import (
     AseCalculator,
     ForceCalculator,
@@ -36,6 +35,7 @@ from tdphonon.potentials import (
     message_convention,
     save_potential,
 )
+from tdphonon.potentials import _matgl_legacy as legacy
 
 MP_NAME = "M3GNet-MP-2021.2.8-PES"
 
@@ -172,6 +172,47 @@ def test_get_calculator_environment(monkeypatch, tmp_path):
     assert isinstance(get_calculator(EMT()), AseCalculator)
 
 
+def test_potential_spec_resolves_and_travels(monkeypatch, tmp_path):
+    """One reference to the potential: resolved once, JSON in job inputs, cached calculator."""
+    from jobflow import Flow, job, run_locally
+    from pymatgen.core import Lattice, Structure
+
+    from tdphonon.potentials import PotentialSpec
+    from tdphonon.stores import embedded_store
+
+    monkeypatch.setenv("TDPHONON_MODEL", "emt")
+    assert PotentialSpec().resolve().model == "emt"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    assert PotentialSpec("model").resolve().model == str((tmp_path / "model").resolve())
+    uri = "tdphonon-model://some-uuid/" + "0" * 64
+    stored = {"uuid": "some-uuid", "sha256": "0" * 64, "name": "tuned", "n_bytes": 1}
+    assert PotentialSpec(stored).resolve().model == uri
+    assert PotentialSpec(uri).model_string() == uri
+    with pytest.raises(ValueError, match="batch_size"):
+        PotentialSpec("emt", batch_size=0)
+    spec = PotentialSpec("emt", "cpu", 4)
+    assert PotentialSpec.from_dict(spec.as_dict()) == spec
+    assert spec.calculator() is PotentialSpec("emt", "cpu", 4).calculator()
+    silicon = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    with pytest.raises(UnsupportedElementError):
+        PotentialSpec("emt").resolve(silicon, check=True)
+
+    @job
+    def named(potential):
+        assert isinstance(potential, PotentialSpec)
+        return potential.calculator().name
+
+    @job
+    def make_model():
+        return "emt"
+
+    first = make_model()
+    second = named(PotentialSpec(first.output, "cpu", 2))  # a reference inside is resolved
+    responses = run_locally(Flow([first, second]), store=embedded_store(tmp_path / "store"))
+    assert responses[second.uuid][1].output == "emt"
+
+
 def test_model_load_errors(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="not found"):
         get_calculator(tmp_path / "no-such-model")
@@ -189,7 +230,7 @@ def test_model_load_errors(tmp_path, monkeypatch):
 
 
 def test_hub_check_follows_proxy_settings(monkeypatch):
-    from tdphonon.potentials import _hub_address
+    from tdphonon.potentials.matgl_models import _hub_address
 
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)

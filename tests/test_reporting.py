@@ -18,8 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from tdphonon.cli import main
 from tdphonon.harmonic import harmonic_force_constants
-from tdphonon.jobs.sscha import phonon_doc_force_constants
-from tdphonon.phonons import IMAGINARY_TOLERANCE, phonon_spectrum
+from tdphonon.phonons import IMAGINARY_TOLERANCE, phonon_doc_force_constants, phonon_spectrum
 from tdphonon.potentials import get_calculator
 from tdphonon.structures import (
     StructureError,
@@ -103,7 +102,7 @@ def harmonic_supercell(structure: Structure, matrix) -> tuple[list, int]:
     """Supercell matrix of the harmonic job and its number of atoms (the flow is not run)."""
     from tdphonon.flows import SSCHAMaker
 
-    flow = SSCHAMaker(model="emt", relax=False, supercell_matrix=matrix).make(structure)
+    flow = SSCHAMaker(model="emt", relax_maker=None, supercell_matrix=matrix).make(structure)
     job_matrix = flow.jobs[0].function_kwargs["supercell_matrix"]
     primitive = standard_primitive(structure)
     return job_matrix, len(make_phonopy(primitive, job_matrix).supercell)
@@ -301,12 +300,12 @@ def test_born_reaches_the_conductivity_jobs():
     from tdphonon.flows import SSCHAMaker
     from tdphonon.flows.conductivity import SSCHAConductivityMaker
 
-    with_born = SSCHAMaker(model="emt", relax=False, supercell_matrix=[2, 2, 2])
+    with_born = SSCHAMaker(model="emt", relax_maker=None, supercell_matrix=[2, 2, 2])
     with_born.born = read_born_text(NIAL_BORN, nial())
     flow = SSCHAConductivityMaker(sscha_maker=with_born).make(nial(), [300.0])
     jobs = {job.name: job for job, _ in flow.iterflow()}
     assert isinstance(
-        jobs["sscha 300 K iteration 1"].function_kwargs["nac_params"], OutputReference
+        jobs["sscha 300 K iteration 1"].function_kwargs["harmonic"].nac_params, OutputReference
     )
     kappa = [jobs["kappa harmonic"], jobs["kappa renormalized 300 K"]]
     assert kappa and all(

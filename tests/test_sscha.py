@@ -17,7 +17,8 @@ from phonopy.structure.atoms import PhonopyAtoms
 
 from tdphonon.potentials import AseCalculator
 from tdphonon.sampling import ThermalDistribution
-from tdphonon.sscha import SSCHA, SSCHASettings, supercell_atoms
+from tdphonon.sscha import SSCHA, SSCHASettings
+from tdphonon.structures import supercell_atoms
 
 LATTICE = 2.5  # Å
 K_SPRING, LAMBDA = 1.0, 2.0  # eV/Å^2, eV/Å^4

@@ -15,7 +15,8 @@ from scipy.spatial.transform import Rotation
 from tdphonon.flows import SSCHAMaker
 from tdphonon.harmonic import harmonic_force_constants
 from tdphonon.jobs import get_force_calculator, phonon_doc_force_constants, sscha_iteration_job
-from tdphonon.potentials import UnsupportedElementError
+from tdphonon.jobs.sscha import HarmonicReference
+from tdphonon.potentials import PotentialSpec, UnsupportedElementError
 from tdphonon.schemas import (
     HarmonicPhononDoc,
     SSCHAContinuation,
@@ -72,7 +73,7 @@ def _one_blas_thread():
 def al_run(tmp_path_factory):
     """Relax + harmonic + SSCHA at 300 K then 800 K (warm start), run once."""
     store = embedded_store(tmp_path_factory.mktemp("store"))
-    maker = SSCHAMaker(model="emt", relax=True, min_length=7.0, sscha_settings=SETTINGS)
+    maker = SSCHAMaker(model="emt", min_length=7.0, sscha_settings=SETTINGS)
     flow = maker.make(conventional_al(), temperatures=TEMPERATURES)
     harmonic, results = run_flow(flow, store)
     return flow, store, harmonic, results
@@ -198,16 +199,11 @@ def test_rerun_iteration_recomputes_only_that_iteration(al_run):
     previous, original = stored[0], stored[1]
     assert isinstance(original, SSCHAIterationDoc)
     rerun = sscha_iteration_job(
-        structure=harmonic["structure"],
-        supercell_matrix=harmonic["supercell_matrix"],
+        harmonic=HarmonicReference.from_harmonic(harmonic, nac=False).compact(),
         temperature=300.0,
-        reference_energy=harmonic["reference_energy"],
-        reference_forces=harmonic["reference_forces"].tolist(),
-        harmonic_labelled_frequencies=harmonic["labelled_frequencies"],
-        harmonic_has_imaginary_modes=harmonic["has_imaginary_modes"],
-        continuation=SSCHAContinuation(**previous.continuation.model_dump()),
-        model="emt",
+        potential=PotentialSpec("emt"),
         sscha_settings=results[0]["provenance"]["settings"],
+        continuation=SSCHAContinuation(**previous.continuation.model_dump()),
     )
     rerun.set_uuid(chain.uuid)
     rerun.index = 2
@@ -319,7 +315,7 @@ def test_fireworks(tmp_path, monkeypatch):
     # of the conventional cell (phonopy's convention): the 8-atom 2x2x2 primitive supercell
     maker = SSCHAMaker(
         model="emt",
-        relax=False,
+        relax_maker=None,
         supercell_matrix=[[0, 1, 1], [1, 0, 1], [1, 1, 0]],
         sscha_settings=SETTINGS,
     )
@@ -391,7 +387,7 @@ def test_failed_relaxation_is_stored_through_the_api(tmp_path, monkeypatch):
     def unavailable(*args, **kwargs):
         raise OSError("model server unavailable")
 
-    monkeypatch.setattr("tdphonon.jobs.common.ase_calculator", unavailable)
+    monkeypatch.setattr("tdphonon.potentials.ase_calculator", unavailable)
     store = embedded_store(tmp_path / "store")
     flow = SSCHAMaker(model="emt", min_length=7.0).make(conventional_al(), [300.0])
     with pytest.raises(JobFailedError, match=r"^Al: relax: OSError: model server") as raised:

@@ -45,7 +45,7 @@ def campaign_maker():
 
     sscha = SSCHAMaker(
         model=SETTINGS["model"],
-        relax=SETTINGS["relax"],
+        **({} if SETTINGS["relax"] else {"relax_maker": None}),
         min_length=SETTINGS["min_length"],
         sscha_settings=SETTINGS["sscha_settings"],
     )

@@ -38,7 +38,7 @@ from jobflow import Flow, Job, Maker
 from pymatgen.core import Structure
 
 from tdphonon.flows.sscha import SSCHAMaker
-from tdphonon.jobs.common import resolve_model
+from tdphonon.potentials import PotentialSpec
 from tdphonon.stores import FINETUNE_KEY_FIELD, KEY_FIELD
 from tdphonon.structures import StructureError, check_structure, read_structure, standard_primitive
 
@@ -331,9 +331,9 @@ class CampaignMaker(Maker):
         sscha = {
             f.name: getattr(self.sscha_maker, f.name)
             for f in dataclasses.fields(self.sscha_maker)
-            if f.name not in ("name", "device", "batch_size")
+            if f.name not in ("name", "device", "batch_size", "progress")
         }
-        model = resolve_model(sscha.get("model"))  # what the jobs get (absolute paths, URIs)
+        model = PotentialSpec(sscha.get("model")).resolve().model  # as the jobs get it
         sscha["model"] = None if model is None else str(model)
         settings: dict[str, Any] = {
             "sscha": sscha,
@@ -366,7 +366,7 @@ class CampaignMaker(Maker):
             raise ValueError("the campaign has no fine-tuning data")
         maker = self.finetune_maker
         if maker is None:
-            model = resolve_model(self.sscha_maker.model)
+            model = PotentialSpec(self.sscha_maker.model).resolve().model
             maker = FineTuneMaker(base_model=None if model is None else str(model))
         tune = maker.make([str(Path(p).expanduser().resolve()) for p in self.finetune_data])
         metadata = {FINETUNE_KEY_FIELD: self.finetune_key(), "material": "fine-tuning"}

@@ -39,10 +39,15 @@ import numpy as np
 from numpy.typing import NDArray
 from phonopy.structure.atoms import PhonopyAtoms
 from pymatgen.core import Structure
-from pymatgen.io.phonopy import get_phonopy_structure
 
 from tdphonon.phonons import IMAGINARY_TOLERANCE
-from tdphonon.structures import StructureError, choose_supercell_matrix
+from tdphonon.sampling import check_temperatures
+from tdphonon.structures import (
+    choose_supercell_matrix,
+    supercell_matrix_array,
+    to_ase_atoms,
+    to_phonopy_atoms,
+)
 
 if TYPE_CHECKING:
     from phono3py import Phono3py
@@ -86,29 +91,6 @@ MODE_DATA_FIELDS = (
     "mode_kappa",
     "heat_capacities",
 )
-
-
-def _as_matrix(supercell_matrix: Sequence | NDArray) -> NDArray[np.int_]:
-    matrix = np.asarray(supercell_matrix, dtype=int)
-    if matrix.shape == (3,):
-        matrix = np.diag(matrix)
-    if matrix.shape != (3, 3) or round(abs(np.linalg.det(matrix))) < 1:
-        raise StructureError(f"invalid supercell matrix {matrix.tolist()}")
-    return matrix
-
-
-def _unitcell(structure: Structure | PhonopyAtoms) -> PhonopyAtoms:
-    if isinstance(structure, PhonopyAtoms):
-        return structure
-    if not isinstance(structure, Structure):
-        raise StructureError(f"expected a pymatgen Structure, got {type(structure).__name__}")
-    return get_phonopy_structure(structure)
-
-
-def _to_ase(cell: PhonopyAtoms):
-    from ase import Atoms
-
-    return Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
 
 
 # -- third-order force constants ----------------------------------------------------------------
@@ -228,11 +210,11 @@ def compute_fc3(
         raise ValueError(f"the displacement distance must be positive, got {distance}")
     if supercell_matrix is None:
         supercell_matrix = choose_supercell_matrix(structure, min_length=min_length)
-    matrix = _as_matrix(supercell_matrix)
+    matrix = supercell_matrix_array(supercell_matrix, "fc3 supercell matrix")
     start = time.perf_counter()
     calculator.check_elements(structure.symbol_set)
     ph3 = Phono3py(
-        _unitcell(structure),
+        to_phonopy_atoms(structure),
         supercell_matrix=matrix,
         primitive_matrix=np.eye(3),
         symprec=symprec,
@@ -259,8 +241,8 @@ def compute_fc3(
     else:
         ph3.generate_displacements(distance=distance, cutoff_pair_distance=cutoff_pair_distance)
     displaced = [cell for cell in ph3.supercells_with_displacements if cell is not None]
-    _, (reference,) = calculator.compute([_to_ase(ph3.supercell)])
-    _, forces = calculator.compute([_to_ase(cell) for cell in displaced])
+    _, (reference,) = calculator.compute([to_ase_atoms(ph3.supercell)])
+    _, forces = calculator.compute([to_ase_atoms(cell) for cell in displaced])
     forces = np.asarray(forces) - reference  # residual forces of the reference cell removed
     if method == "finite":
         # phono3py wants a force set for every displacement, skipped pairs included.
@@ -489,12 +471,14 @@ class ThermalConductivity:
             fc3 = fc3.fc3
         if fc3_supercell_matrix is None:
             raise ValueError("the fc3 supercell matrix is needed")
-        fc3_matrix = _as_matrix(fc3_supercell_matrix)
+        fc3_matrix = supercell_matrix_array(fc3_supercell_matrix, "fc3 supercell matrix")
         fc2_matrix = (
-            fc3_matrix if fc2_supercell_matrix is None else _as_matrix(fc2_supercell_matrix)
+            fc3_matrix
+            if fc2_supercell_matrix is None
+            else supercell_matrix_array(fc2_supercell_matrix, "fc2 supercell matrix")
         )
         ph3 = Phono3py(
-            _unitcell(structure),
+            to_phonopy_atoms(structure),
             supercell_matrix=fc3_matrix,
             primitive_matrix=np.eye(3),
             phonon_supercell_matrix=fc2_matrix,
@@ -598,9 +582,7 @@ class ThermalConductivity:
             modes), with mode-resolved data when defined.
         """
         start = time.perf_counter()
-        temperatures = np.atleast_1d(np.asarray(temperatures, dtype=float))
-        if len(temperatures) == 0 or (temperatures <= 0).any():
-            raise ValueError(f"temperatures must be > 0 K, got {temperatures.tolist()}")
+        temperatures = np.asarray(check_temperatures(temperatures, positive=True))
         fc2 = np.asarray(fc2, dtype=float)
         n2 = self.n_fc2_atoms
         if fc2.shape[1:] != (n2, 3, 3) or fc2.shape[0] not in (len(self.phono3py.primitive), n2):

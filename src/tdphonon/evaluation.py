@@ -187,19 +187,17 @@ def best_frequency_scale(
 def _phonopy(force_set: ForceSet) -> Phonopy:
     from phonopy import Phonopy
 
-    from tdphonon.forcesets import phonopy_atoms
+    from tdphonon.structures import minimum_image_vectors, to_phonopy_atoms
 
     phonon = Phonopy(
-        phonopy_atoms(force_set.unitcell),
+        to_phonopy_atoms(force_set.unitcell),
         supercell_matrix=force_set.supercell_matrix,
         primitive_matrix=force_set.primitive_matrix,
         log_level=0,
     )
-    from ase.geometry import find_mic
-
     ref = force_set.reference
     same = len(phonon.supercell) == len(ref) and (
-        np.abs(find_mic(phonon.supercell.positions - ref.positions, ref.cell, pbc=True)[0]).max()
+        np.abs(minimum_image_vectors(phonon.supercell.positions - ref.positions, ref.cell)).max()
         < 1e-4
     )
     if not same:

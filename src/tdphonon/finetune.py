@@ -224,8 +224,9 @@ def build_samples(
     ``Atoms2Graph`` with the model's elements and cutoff, as in
     :class:`tdphonon.potentials.MatglCalculator`.
     """
-    from ase.geometry import find_mic
     from matgl.ext.ase import Atoms2Graph
+
+    from tdphonon.structures import minimum_image_vectors
 
     model = potential.model
     converter = Atoms2Graph(tuple(model.element_types), float(model.cutoff))
@@ -244,7 +245,9 @@ def build_samples(
         ):
             u_max = float(
                 np.linalg.norm(
-                    find_mic(atoms.positions - fs.reference.positions, fs.reference.cell)[0],
+                    minimum_image_vectors(
+                        atoms.positions - fs.reference.positions, fs.reference.cell
+                    ),
                     axis=1,
                 ).max()
             )

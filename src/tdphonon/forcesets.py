@@ -34,10 +34,18 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from tdphonon.structures import (
+    displaced_atoms,
+    minimum_image_vectors,
+    to_ase_atoms,
+    to_phonopy_atoms,
+)
+
 __all__ = [
     "ForceSet",
     "ForceSetError",
     "find_force_set_files",
+    "finite_energy",
     "read_extxyz",
     "read_force_sets",
     "read_phono3py",
@@ -210,38 +218,8 @@ def _auto_primitive_matrix() -> Iterator[None]:
         yield
 
 
-def _to_atoms(cell: Any) -> Atoms:
-    """ase Atoms from a PhonopyAtoms or pymatgen Structure."""
-    if isinstance(cell, Atoms):
-        return cell.copy()
-    if hasattr(cell, "lattice") and hasattr(cell, "species"):  # pymatgen
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        atoms = AseAtomsAdaptor.get_atoms(cell)
-        return Atoms(
-            atoms.get_chemical_symbols(), cell=atoms.cell, positions=atoms.positions, pbc=True
-        )
-    return Atoms(
-        symbols=list(cell.symbols), cell=np.array(cell.cell), positions=cell.positions, pbc=True
-    )
-
-
-def phonopy_atoms(atoms: Atoms) -> Any:
-    """PhonopyAtoms of an ase Atoms."""
-    from phonopy.structure.atoms import PhonopyAtoms
-
-    return PhonopyAtoms(
-        symbols=atoms.get_chemical_symbols(), cell=np.array(atoms.cell), positions=atoms.positions
-    )
-
-
-def _displaced(reference: Atoms, displacements: np.ndarray) -> Atoms:
-    atoms = reference.copy()
-    atoms.positions = reference.positions + displacements
-    return atoms
-
-
-def _energy(value: Any) -> float | None:
+def finite_energy(value: Any) -> float | None:
+    """An energy label as a float (eV): the first number of ``value``; None if absent or not finite."""
     if value is None:
         return None
     value = float(np.asarray(value).reshape(-1)[0])
@@ -283,9 +261,9 @@ def _sets_from_phonopy_dataset(
             )
         raw_energies = dataset.get("supercell_energies")
         for i, d in enumerate(disps):
-            supercells.append(_displaced(reference, d))
+            supercells.append(displaced_atoms(reference, d))
             forces.append(all_forces[i])
-            energies.append(None if raw_energies is None else _energy(raw_energies[i]))
+            energies.append(None if raw_energies is None else finite_energy(raw_energies[i]))
         harmonic = list(range(len(disps)))
         disp_dataset: dict[str, Any] = {"displacements": disps}
     elif "first_atoms" in dataset:  # type 1 (phonopy) or phono3py fc3 type 1
@@ -296,9 +274,9 @@ def _sets_from_phonopy_dataset(
             d = np.zeros((n_atoms, 3))
             d[entry["number"]] = entry["displacement"]
             harmonic.append(len(supercells))
-            supercells.append(_displaced(reference, d))
+            supercells.append(displaced_atoms(reference, d))
             forces.append(np.asarray(entry["forces"], dtype=float))
-            energies.append(_energy(entry.get("supercell_energy")))
+            energies.append(finite_energy(entry.get("supercell_energy")))
             first_atoms.append(
                 {"number": int(entry["number"]), "displacement": list(entry["displacement"])}
             )
@@ -307,9 +285,9 @@ def _sets_from_phonopy_dataset(
                     continue
                 d2 = d.copy()
                 d2[second["number"]] += second["displacement"]
-                supercells.append(_displaced(reference, d2))
+                supercells.append(displaced_atoms(reference, d2))
                 forces.append(np.asarray(second["forces"], dtype=float))
-                energies.append(_energy(second.get("supercell_energy")))
+                energies.append(finite_energy(second.get("supercell_energy")))
         disp_dataset = {"natom": n_atoms, "first_atoms": first_atoms}
     else:
         raise ForceSetError(f"{source}: unknown displacement dataset (keys {sorted(dataset)})")
@@ -423,9 +401,9 @@ def read_phonopy(
         raise ForceSetError(f"{path} has no forces (pass the FORCE_SETS file)")
     return _sets_from_phonopy_dataset(
         ph.dataset,
-        _to_atoms(ph.supercell),
+        to_ase_atoms(ph.supercell),
         name=name or _compound_name(path),
-        unitcell=_to_atoms(ph.unitcell),
+        unitcell=to_ase_atoms(ph.unitcell),
         supercell_matrix=ph.supercell_matrix,
         primitive_matrix=ph.primitive_matrix,
         source=str(path) + (f" + {force_sets}" if force_sets else ""),
@@ -475,13 +453,13 @@ def read_phono3py(
         ) from None
     name = name or _compound_name(path)
     source = str(path) + (f" + {forces_fc3}" if forces_fc3 else "")
-    unitcell = _to_atoms(ph3.unitcell)
+    unitcell = to_ase_atoms(ph3.unitcell)
     sets = []
     if ph3.dataset:
         sets.append(
             _sets_from_phonopy_dataset(
                 ph3.dataset,
-                _to_atoms(ph3.supercell),
+                to_ase_atoms(ph3.supercell),
                 name=name,
                 unitcell=unitcell,
                 supercell_matrix=ph3.supercell_matrix,
@@ -493,7 +471,7 @@ def read_phono3py(
         sets.append(
             _sets_from_phonopy_dataset(
                 ph3.phonon_dataset,
-                _to_atoms(ph3.phonon_supercell),
+                to_ase_atoms(ph3.phonon_supercell),
                 name=f"{name}-fc2",
                 unitcell=unitcell,
                 supercell_matrix=ph3.phonon_supercell_matrix,
@@ -550,7 +528,7 @@ def read_extxyz(
         if "forces" not in results:
             raise ForceSetError(f"{path}: frame {i} has no forces")
         f = np.asarray(results["forces"], dtype=float)
-        e = _energy(results.get("energy", results.get("free_energy")))
+        e = finite_energy(results.get("energy", results.get("free_energy")))
         s = results.get("stress")
         clean = Atoms(symbols, cell=atoms.cell, positions=atoms.positions, pbc=True)
         if i == reference_index:
@@ -563,7 +541,10 @@ def read_extxyz(
         stresses.append(None if s is None else np.asarray(s, dtype=float))
     if reference_index is None:
         ref_pos = supercells[0].positions + np.mean(
-            [_mic(a.positions - supercells[0].positions, supercells[0].cell) for a in supercells],
+            [
+                minimum_image_vectors(a.positions - supercells[0].positions, supercells[0].cell)
+                for a in supercells
+            ],
             axis=0,
         )
         reference = Atoms(symbols, cell=supercells[0].cell, positions=ref_pos, pbc=True)
@@ -572,9 +553,14 @@ def read_extxyz(
     if not np.allclose(smat, np.eye(3)):
         from phonopy.structure.cells import get_primitive
 
-        prim = get_primitive(phonopy_atoms(reference), np.linalg.inv(smat), symprec=1e-3)
-        unitcell = _to_atoms(prim)
-    disps = np.array([_mic(a.positions - reference.positions, reference.cell) for a in supercells])
+        prim = get_primitive(to_phonopy_atoms(reference), np.linalg.inv(smat), symprec=1e-3)
+        unitcell = to_ase_atoms(prim)
+    disps = np.array(
+        [
+            minimum_image_vectors(a.positions - reference.positions, reference.cell)
+            for a in supercells
+        ]
+    )
     return ForceSet(
         name=name or str(first.info.get("name") or _compound_name(path)),
         unitcell=unitcell,
@@ -591,12 +577,6 @@ def read_extxyz(
         reference_energy=reference_energy,
         source=str(path),
     )
-
-
-def _mic(vectors: np.ndarray, cell: Any) -> np.ndarray:
-    from ase.geometry import find_mic
-
-    return find_mic(np.asarray(vectors).reshape(-1, 3), cell, pbc=True)[0]
 
 
 def write_extxyz(force_set: ForceSet, path: str | os.PathLike) -> Path:

@@ -12,7 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 from phonopy import Phonopy
 
-from tdphonon.sscha import ForceEvaluator, supercell_atoms
+from tdphonon.potentials import ForceEvaluator
+from tdphonon.structures import supercell_atoms
 
 
 @dataclass

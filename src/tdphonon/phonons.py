@@ -2,7 +2,8 @@
 
 The crystal is always in its standard primitive setting (see
 :func:`tdphonon.structures.standard_primitive`), so the Setyawan-Curtarolo band path
-of pymatgen applies directly. Frequencies in THz.
+of pymatgen applies directly; :func:`phonon_doc_force_constants` brings the force constants
+of an atomate2 phonon document into that setting. Frequencies in THz.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from phonopy import Phonopy
-from pymatgen.core import Structure
-from pymatgen.io.phonopy import get_pmg_structure
+from pymatgen.core import Lattice, Structure
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.dos import PhononDos
 from pymatgen.symmetry.bandstructure import HighSymmKpath
 
-from tdphonon.structures import image_distance
+from tdphonon.structures import (
+    StructureError,
+    image_distance,
+    make_phonopy,
+    standard_primitive,
+    to_structure,
+)
 
 #: Modes below this frequency (THz) count as imaginary (numerical noise tolerance).
 IMAGINARY_TOLERANCE = -0.05
@@ -110,7 +116,7 @@ def band_structure(
 ) -> PhononBandStructureSymmLine:
     """Band structure along the standard high-symmetry path."""
     phonon = _with_force_constants(phonon, force_constants)
-    structure = get_pmg_structure(phonon.primitive)
+    structure = to_structure(phonon.primitive)
     coords, path = high_symmetry_path(structure)
     segments, labels_dict = [], {}
     for branch in path:
@@ -244,4 +250,188 @@ def phonon_spectrum(
         has_imaginary_modes=excluding < IMAGINARY_TOLERANCE,
         min_frequency_excluding_acoustic_pockets=excluding,
         acoustic_pockets=list(pockets.values())[:MAX_REPORTED_POCKETS],
+    )
+
+
+def frequency_shifts(
+    frequencies: dict[str, list[float]], harmonic: dict[str, list[float]]
+) -> tuple[dict[str, list[float]], float]:
+    """Shifts of the frequencies at the labelled q-points from the harmonic ones.
+
+    Parameters
+    ----------
+    frequencies : dict of str to list of float
+        Frequencies (THz) per labelled q-point (:func:`labelled_frequencies`), e.g. SSCHA ones.
+    harmonic : dict of str to list of float
+        The harmonic frequencies (THz) at the same labels, same band order.
+
+    Returns
+    -------
+    shifts : dict of str to list of float
+        ``frequencies - harmonic`` (THz) for each label present in both.
+    mean_shift : float
+        Mean shift (THz) over the modes whose harmonic frequency is not zero within
+        :data:`IMAGINARY_TOLERANCE` (the acoustic modes at Gamma are left out); 0 if none.
+    """
+    shifts, kept = {}, []
+    for label, values in frequencies.items():
+        if label not in harmonic:
+            continue
+        reference = np.asarray(harmonic[label])
+        shift = np.asarray(values) - reference
+        shifts[label] = shift.tolist()
+        kept.extend(shift[np.abs(reference) > abs(IMAGINARY_TOLERANCE)].tolist())
+    return shifts, float(np.mean(kept)) if kept else 0.0
+
+
+# -- force constants of an atomate2 phonon document ---------------------------------------------
+
+
+def match_atoms(
+    ours: NDArray[np.float64],
+    numbers: NDArray[np.int_],
+    theirs: NDArray[np.float64],
+    their_numbers: NDArray[np.int_],
+    lattice: NDArray[np.float64],
+    tolerance: float,
+) -> NDArray[np.int_] | None:
+    """Index in ``ours`` of each atom of ``theirs``, both in the same cell, up to a shift.
+
+    The atoms of ``theirs`` are translated so that the first one sits on an atom of ``ours``
+    of the same element; each candidate atom is tried until every atom finds a distinct
+    partner of the same element within ``tolerance`` (periodic images included).
+
+    Parameters
+    ----------
+    ours : ndarray, shape (N, 3)
+        Cartesian positions, Å.
+    numbers : ndarray of int, shape (N,)
+        Atomic numbers of ``ours``.
+    theirs : ndarray, shape (N, 3)
+        Cartesian positions in the same frame, Å.
+    their_numbers : ndarray of int, shape (N,)
+        Atomic numbers of ``theirs``.
+    lattice : ndarray, shape (3, 3)
+        The common cell (rows: lattice vectors), Å.
+    tolerance : float
+        Largest position mismatch accepted, Å.
+
+    Returns
+    -------
+    ndarray of int, shape (N,) or None
+        ``match[i]`` is the atom of ``ours`` that atom ``i`` of ``theirs`` is; None if the
+        two sets of atoms are not the same up to a translation.
+    """
+    inverse = np.linalg.inv(lattice)
+    f_ours, f_theirs = ours @ inverse, theirs @ inverse
+    n = len(ours)
+    for k in np.flatnonzero(numbers == their_numbers[0]):
+        diff = f_theirs[:, None, :] + (f_ours[k] - f_theirs[0]) - f_ours[None, :, :]
+        diff -= np.round(diff)
+        distance = np.linalg.norm(diff @ lattice, axis=-1)
+        match = distance.argmin(axis=1)
+        if (
+            distance[np.arange(n), match].max() < tolerance
+            and len(set(match.tolist())) == n
+            and np.array_equal(numbers[match], their_numbers)
+        ):
+            return match
+    return None
+
+
+def _field(doc: Any, name: str) -> Any:
+    """A field of a document given as a dict or as an object (None when absent)."""
+    return doc.get(name) if isinstance(doc, dict) else getattr(doc, name, None)
+
+
+def phonon_doc_force_constants(
+    phonon_doc: Any, tolerance: float = 0.05
+) -> tuple[Structure, NDArray[np.int_], NDArray[np.float64]]:
+    """Force constants of an atomate2 ``PhononBSDOSDoc`` in tdphonon's setting.
+
+    atomate2 stores full force constants of the phonopy supercell of
+    ``(doc.structure, doc.supercell_matrix)`` (phonopy convention), in the Cartesian frame
+    and atom order of that structure, which may be a conventional or rotated cell.
+    tdphonon works on the standard primitive cell: this finds the supercell of the
+    standard primitive that is the same crystal (lattice mapping with rotation, then atoms
+    up to a translation, :func:`match_atoms`) and rotates and reorders the force constants
+    onto it.
+
+    Parameters
+    ----------
+    phonon_doc : PhononBSDOSDoc or dict
+        Needs ``structure``, ``supercell_matrix`` and ``force_constants`` (atomate2's
+        ``store_force_constants=True``, the default).
+    tolerance : float
+        Largest atomic position mismatch accepted, Å.
+
+    Returns
+    -------
+    structure : Structure
+        Standard primitive cell.
+    supercell_matrix : ndarray, shape (3, 3)
+        Its supercell matrix (phonopy convention, as :func:`~tdphonon.structures.make_phonopy`).
+    force_constants : ndarray, shape (N, N, 3, 3)
+        Full force constants of that supercell, eV/Å².
+
+    Raises
+    ------
+    ValueError
+        The document lacks a field, or its force constants do not fit its supercell.
+    StructureError
+        No supercell of the standard primitive cell is the supercell of the document.
+    """
+    structure = _field(phonon_doc, "structure")
+    matrix = _field(phonon_doc, "supercell_matrix")
+    force_constants = _field(phonon_doc, "force_constants")
+    if structure is None or matrix is None or force_constants is None:
+        raise ValueError(
+            "the phonon document needs structure, supercell_matrix and force_constants "
+            "(atomate2 PhononMaker with store_force_constants=True)"
+        )
+    if isinstance(structure, dict):
+        structure = Structure.from_dict(structure)
+    if not isinstance(force_constants, (list, np.ndarray)):  # atomate2 ForceConstants
+        force_constants = _field(force_constants, "force_constants")
+    force_constants = np.asarray(force_constants, dtype=float)
+    theirs = make_phonopy(structure, matrix).supercell
+    n_atoms = len(theirs)
+    if force_constants.shape != (n_atoms, n_atoms, 3, 3):
+        raise ValueError(
+            f"force constants of shape {force_constants.shape} do not match the "
+            f"{n_atoms}-atom supercell: full supercell force constants are needed"
+        )
+    primitive = standard_primitive(structure)
+    mappings = primitive.lattice.find_all_mappings(Lattice(theirs.cell), ltol=1e-3, atol=0.5)
+    # the least rotated candidate first: an unrotated cell keeps its frame and matrix
+    for aligned, rotation, scale in sorted(
+        mappings, key=lambda m: float(np.linalg.norm(m[1] - np.eye(3)))
+    ):
+        if np.linalg.det(scale) < 0:
+            continue
+        # rows: doc frame = our frame @ rotation; orthogonalise against round-off
+        u, _, vt = np.linalg.svd(rotation)
+        rotation = u @ vt
+        supercell_matrix = np.round(scale).astype(int).T  # pymatgen rows -> phonopy columns
+        ours = make_phonopy(primitive, supercell_matrix).supercell
+        if not np.allclose(ours.cell, aligned.matrix, atol=1e-3 * np.abs(aligned.matrix).max()):
+            continue
+        match = match_atoms(
+            ours.positions,
+            ours.numbers,
+            theirs.positions @ rotation.T,
+            theirs.numbers,
+            ours.cell,
+            tolerance,
+        )
+        if match is None:
+            continue
+        result = np.empty_like(force_constants)
+        result[np.ix_(match, match)] = np.einsum(
+            "ab,ijbc,dc->ijad", rotation, force_constants, rotation
+        )
+        return primitive, supercell_matrix, result
+    raise StructureError(
+        "could not map the supercell of the phonon document of "
+        f"{structure.composition.reduced_formula} onto a supercell of its standard primitive cell"
     )

@@ -21,6 +21,7 @@ flow.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -59,25 +60,8 @@ INDEXED_FIELDS = (
     "output.@class",
 )
 
-#: Scalar per-temperature fields of SSCHATemperatureDoc exported in tables.
-TEMPERATURE_FIELDS = (
-    "temperature",
-    "statistics",
-    "converged",
-    "message",
-    "free_energy",
-    "free_energy_error",
-    "free_energy_note",
-    "mean_frequency_shift",
-    "min_frequency",
-    "min_frequency_excluding_acoustic_pockets",
-    "has_imaginary_modes",
-    "harmonic_has_imaginary_modes",
-    "stabilised",
-    "n_iterations",
-    "n_force_evaluations",
-)
-
+#: Fields of the stored documents that :class:`CampaignResults` reads (with the summary
+#: fields of SSCHATemperatureDoc, :func:`_properties`).
 _PROPERTIES = [
     "uuid",
     "index",
@@ -93,13 +77,19 @@ _PROPERTIES = [
     "output.error_type",
     "output.reason",
     "output.formula",
-    "output.labelled_frequencies",
-    "output.frequency_shifts",
+    "output.temperature",
     "output.temperatures",
     "output.kappa_harmonic",
     "output.kappa_renormalized",
-    *[f"output.{name}" for name in TEMPERATURE_FIELDS],
 ]
+
+
+@functools.cache
+def _properties() -> list[str]:
+    from tdphonon.schemas import SSCHATemperatureDoc, summary_fields
+
+    fields = [f"output.{name}" for name in summary_fields(SSCHATemperatureDoc)]
+    return list(dict.fromkeys(_PROPERTIES + fields))
 
 
 # -- store upkeep -------------------------------------------------------------------------------
@@ -228,7 +218,7 @@ class CampaignResults:
     # -- raw documents ----------------------------------------------------------------------
 
     def _documents(self, criteria: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return list(self.store.docs_store.query(criteria or {}, properties=_PROPERTIES))
+        return list(self.store.docs_store.query(criteria or {}, properties=_properties()))
 
     @staticmethod
     def _group(doc: dict[str, Any]) -> str:
@@ -448,18 +438,22 @@ class CampaignResults:
     def table(self, formula: str | None = None) -> pd.DataFrame:
         """One row per (material, temperature) with the SSCHA results.
 
-        Columns: ``material``, ``formula``, ``key``, ``status`` and the scalars of
-        :class:`~tdphonon.schemas.SSCHATemperatureDoc` (``temperature`` K,
-        ``free_energy`` eV/atom, ``mean_frequency_shift`` THz, ``min_frequency`` THz (every
-        mode), ``min_frequency_excluding_acoustic_pockets`` THz (what ``has_imaginary_modes``
+        Columns: ``material``, ``formula``, ``key``, ``status``, ``reason``, the summary
+        of :class:`~tdphonon.schemas.SSCHATemperatureDoc`
+        (:meth:`~tdphonon.schemas.Document.summarise`: ``temperature`` K, ``free_energy``
+        eV/atom, ``mean_frequency_shift`` THz, ``min_frequency`` THz (every mode),
+        ``min_frequency_excluding_acoustic_pockets`` THz (what ``has_imaginary_modes``
         judges; for documents older than this field, their ``min_frequency``),
-        ``converged``...), ``kappa_harmonic`` and ``kappa_renormalized`` (W/m-K, mean of
-        the diagonal of the lattice thermal conductivity with the harmonic and the SSCHA
-        force constants, when computed), and ``frequencies`` /
-        ``frequency_shifts`` (JSON strings: label -> THz at the labelled q-points).
+        ``converged``...; its lists and dicts as JSON strings, e.g. ``frequencies`` and
+        ``frequency_shifts``: label -> THz at the labelled q-points), then
+        ``kappa_harmonic`` and ``kappa_renormalized`` (W/m-K, mean of the diagonal of the
+        lattice thermal conductivity with the harmonic and the SSCHA force constants, when
+        computed).
         Materials without a finished temperature get one row with their status.
         """
         import pandas as pd
+
+        from tdphonon.schemas import SSCHATemperatureDoc
 
         groups = self._collect(formula)
         statuses = {row["key"]: row for row in self.materials(formula)}
@@ -480,14 +474,13 @@ class CampaignResults:
             for temperature, doc in sorted(group["temperatures"].items()):
                 output = doc["output"]
                 row = dict(base)
-                row.update({name: output.get(name) for name in TEMPERATURE_FIELDS})
+                for name, value in SSCHATemperatureDoc.summarise(output).items():
+                    row[name] = json.dumps(value) if isinstance(value, dict | list) else value
                 if row["min_frequency_excluding_acoustic_pockets"] is None:
                     # documents before the pockets were reported: min_frequency left them out
                     row["min_frequency_excluding_acoustic_pockets"] = row["min_frequency"]
                 row["kappa_harmonic"] = kappa.get(temperature, {}).get("harmonic")
                 row["kappa_renormalized"] = kappa.get(temperature, {}).get("renormalized")
-                row["frequencies"] = json.dumps(output.get("labelled_frequencies"))
-                row["frequency_shifts"] = json.dumps(output.get("frequency_shifts"))
                 rows.append(row)
         for key, status in statuses.items():
             if key not in groups:
@@ -631,9 +624,9 @@ def read_jobstore(
     from ase import Atoms
     from phonopy import Phonopy
     from pymatgen.core import Structure
-    from pymatgen.io.phonopy import get_phonopy_structure
 
-    from tdphonon.forcesets import ForceSet, ForceSetError, _energy, _mic, _to_atoms
+    from tdphonon.forcesets import ForceSet, ForceSetError, finite_energy
+    from tdphonon.structures import minimum_image_vectors, to_ase_atoms, to_phonopy_atoms
 
     criteria: dict[str, Any] = {"output.@class": "PhononBSDOSDoc"}
     if formula is not None:
@@ -661,8 +654,8 @@ def read_jobstore(
             raise ForceSetError(f"phonon document {uuid} records no displacement jobs")
         smat = np.asarray(doc["supercell_matrix"], dtype=int)
         prim = doc.get("primitive_matrix")
-        ph = Phonopy(get_phonopy_structure(structure), smat, primitive_matrix=prim)
-        reference = _to_atoms(ph.supercell)
+        ph = Phonopy(to_phonopy_atoms(structure), smat, primitive_matrix=prim)
+        reference = to_ase_atoms(ph.supercell)
         supercells, forces, energies, stresses = [], [], [], []
         for disp_uuid in dict.fromkeys(uuids):
             try:
@@ -685,7 +678,7 @@ def read_jobstore(
                 raise ForceSetError(
                     f"displacement job {disp_uuid} has no output.structure / output.forces"
                 )
-            atoms = _to_atoms(displaced)
+            atoms = to_ase_atoms(displaced)
             if len(atoms) != len(reference):
                 raise ForceSetError(
                     f"displacement job {disp_uuid}: {len(atoms)} atoms, supercell has "
@@ -701,12 +694,15 @@ def read_jobstore(
                 )
             )
             forces.append(np.asarray(f, dtype=float))
-            energies.append(_energy(get("energy")))
+            energies.append(finite_energy(get("energy")))
             s = get("stress")
             # VASP TaskDoc stress: kBar, VASP sign (positive = compressive); to eV/Å3, ASE sign
             stresses.append(None if s is None else -np.asarray(s, dtype=float) * 1e-1 / 160.21766)
         disps = np.array(
-            [_mic(a.positions - reference.positions, reference.cell) for a in supercells]
+            [
+                minimum_image_vectors(a.positions - reference.positions, reference.cell)
+                for a in supercells
+            ]
         )
         dataset: dict[str, Any]
         moved = [np.flatnonzero(np.linalg.norm(d, axis=1) > 1e-8) for d in disps]
@@ -723,7 +719,7 @@ def read_jobstore(
         sets.append(
             ForceSet(
                 name=str(doc.get("formula_pretty") or structure.composition.reduced_formula),
-                unitcell=_to_atoms(structure),
+                unitcell=to_ase_atoms(structure),
                 supercell_matrix=smat,
                 primitive_matrix=None if prim is None else np.asarray(prim),
                 reference=reference,

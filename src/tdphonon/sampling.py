@@ -18,6 +18,7 @@ frequencies in THz, temperatures in K.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +35,42 @@ EIGENVALUE_TO_THZ = float(_UNITS.DefaultToTHz)
 THZ_TO_EV = float(_UNITS.THzToEv)
 #: Boltzmann constant in eV/K.
 KB_EV = float(_UNITS.KB)
+
+
+def check_temperatures(
+    temperatures: float | Sequence[float],
+    statistics: Statistics = "quantum",
+    positive: bool = False,
+) -> list[float]:
+    """The temperatures as a list, checked once for every layer (core, Makers, CLI).
+
+    Parameters
+    ----------
+    temperatures : float or sequence of float
+        K.
+    statistics : {"quantum", "classical"}
+        Classical statistics need T > 0 K (a classical crystal at 0 K does not move).
+    positive : bool
+        Require T > 0 K (e.g. thermal conductivity).
+
+    Returns
+    -------
+    list of float
+
+    Raises
+    ------
+    ValueError
+        No temperature, a non-finite or negative one, or 0 K where T > 0 K is needed.
+    """
+    values = [float(t) for t in np.atleast_1d(np.asarray(temperatures, dtype=float))]
+    if not values:
+        raise ValueError("at least one temperature is needed")
+    if not all(np.isfinite(values)) or min(values) < 0:
+        raise ValueError(f"temperatures must be finite and >= 0 K, got {values}")
+    if min(values) == 0 and (positive or statistics == "classical"):
+        why = "classical statistics" if statistics == "classical" else "this calculation"
+        raise ValueError(f"{why} needs temperatures above 0 K, got {values}")
+    return values
 
 
 def translation_complement(masses: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -6,23 +6,39 @@ constants, snapshot displacements and forces) are named in the ``data=`` argumen
 jobs, so a :class:`jobflow.JobStore` puts them into its additional ``"data"`` store
 (GridFS on MongoDB) and the documents themselves stay far below MongoDB's 16 MB limit.
 
+Each document class has one summary, derived from its fields (:meth:`Document.summarise`):
+the command line's tables and JSON files and :class:`tdphonon.query.CampaignResults` use it.
+
 Units: Å, eV, eV/Å (forces), eV/Å² (force constants), THz (frequencies), K.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import dataclasses
+import functools
+import types
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
-from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    create_model,
+)
 from pymatgen.core import Structure
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.dos import PhononDos
 
 from tdphonon.phonons import ACOUSTIC_POCKET_RULE, IMAGINARY_TOLERANCE, MAX_REPORTED_POCKETS
+from tdphonon.sscha import IterationRecord
 
 __all__ = [
     "Array",
+    "Document",
     "HarmonicPhononDoc",
     "JobFailureDoc",
     "KappaDoc",
@@ -32,8 +48,10 @@ __all__ = [
     "SSCHAIterationDoc",
     "SSCHATemperatureDoc",
     "StoredOutput",
+    "Summary",
     "ThermalConductivityDoc",
     "ThirdOrderForceConstantsDoc",
+    "summary_fields",
 ]
 
 
@@ -53,6 +71,147 @@ Array = Annotated[
     WithJsonSchema({"type": "array", "items": {}}),
 ]
 
+# -- summaries ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """Field metadata, ``Annotated[type, Summary(...)]``: how a field enters the summary.
+
+    Parameters
+    ----------
+    key : str or None
+        The field's key in the summary where not its name (JSON keys that tdphonon wrote
+        before, kept for their readers).
+    include : bool or None
+        True or False overrides the rule of :func:`summary_fields` (e.g. a short list of
+        dicts whose values are typed ``Any``).
+    per_temperature : bool
+        A list with one value per item of the document's ``temperatures``: the summary
+        gives it in the entry of each temperature (its ``results``), not at the top.
+    """
+
+    key: str | None = None
+    include: bool | None = None
+    per_temperature: bool = False
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _is_small_json(annotation: Any, containers: bool = True) -> bool:
+    """Whether values of the type are scalars, or lists / dicts of scalars (no Any)."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return all(_is_small_json(arg, containers) for arg in get_args(annotation))
+    if origin is Literal:
+        return True
+    if containers and origin in (list, tuple, dict):
+        return all(_is_small_json(arg) for arg in get_args(annotation) if arg is not Ellipsis)
+    return annotation in _SCALARS
+
+
+@functools.cache
+def summary_fields(model: type[BaseModel]) -> dict[str, Summary]:
+    """The fields of a document that its summary holds, each with its :class:`Summary`.
+
+    A field is in the summary when its values are scalars (bool, int, float, str, None)
+    or small JSON (lists and dicts of scalars), unless its :class:`Summary` says otherwise:
+    arrays, structures, band structures, DOS, nested documents and open-ended dicts
+    (``Any``: histories, provenance, settings) are left out.
+
+    Parameters
+    ----------
+    model : type of BaseModel
+        A document class.
+
+    Returns
+    -------
+    dict
+        Field name -> its :class:`Summary` (``Summary()`` where it has none), in the
+        order of the fields.
+    """
+    fields = {}
+    for name, info in model.model_fields.items():
+        summary = next((m for m in info.metadata if isinstance(m, Summary)), Summary())
+        include = summary.include
+        if include is None:
+            include = _is_small_json(info.annotation)
+        if include:
+            fields[name] = summary
+    return fields
+
+
+def _scalar(annotation: Any) -> bool:
+    return _is_small_json(annotation, containers=False)
+
+
+class Document(BaseModel):
+    """A job output document with one summary: its scalar and small JSON fields."""
+
+    @classmethod
+    def summary_keys(cls) -> dict[str, str]:
+        """Field name -> key in :meth:`summarise` (per-temperature fields left out)."""
+        return {
+            name: summary.key or name
+            for name, summary in summary_fields(cls).items()
+            if not summary.per_temperature
+        }
+
+    @classmethod
+    def scalar_keys(cls) -> tuple[str, ...]:
+        """Keys of :meth:`summarise` whose values are scalars (table columns)."""
+        return tuple(
+            key
+            for name, key in cls.summary_keys().items()
+            if _scalar(cls.model_fields[name].annotation)
+        )
+
+    @classmethod
+    def summarise(cls, doc: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        """The summary of a document: its scalar and small JSON fields.
+
+        Parameters
+        ----------
+        doc : mapping or document
+            The document, or its fields (e.g. an output read from a JobStore, loaded or
+            not: the summary fields are JSON there too).
+
+        Returns
+        -------
+        dict
+            Key (:meth:`summary_keys`) -> value, in the order of the fields; a field that
+            the document lacks (written by an older tdphonon) has its default, or None.
+            Per-temperature fields (:class:`Summary`) are in ``results``: one dict per
+            temperature, ``temperature`` (K) first.
+        """
+        values = dict(doc) if isinstance(doc, BaseModel) else doc
+        summary: dict[str, Any] = {}
+        per_temperature: dict[str, list[Any]] = {}
+        for name, field in summary_fields(cls).items():
+            info = cls.model_fields[name]
+            if name in values:
+                value = values[name]
+            elif info.is_required():
+                value = None
+            else:
+                value = info.get_default(call_default_factory=True)
+            if field.per_temperature:
+                per_temperature[field.key or name] = list(value or [])
+            else:
+                summary[field.key or name] = value
+        if per_temperature:
+            temperatures = values.get("temperatures") or []
+            summary["results"] = [
+                {
+                    "temperature": t,
+                    **{key: v[i] if i < len(v) else None for key, v in per_temperature.items()},
+                }
+                for i, t in enumerate(temperatures)
+            ]
+        return summary
+
+
 #: Descriptions shared by the harmonic and the SSCHA documents.
 POCKET_RULE = f"{ACOUSTIC_POCKET_RULE}; imaginary: below {IMAGINARY_TOLERANCE} THz"
 POCKETS_DESCRIPTION = (
@@ -62,7 +221,7 @@ POCKETS_DESCRIPTION = (
 )
 
 
-class HarmonicPhononDoc(BaseModel):
+class HarmonicPhononDoc(Document):
     """Harmonic phonons of the standard primitive cell computed with the potential."""
 
     structure: Structure = Field(
@@ -93,7 +252,7 @@ class HarmonicPhononDoc(BaseModel):
         description="Band structure along the Setyawan-Curtarolo path, THz (data store)"
     )
     dos: PhononDos = Field(description="Total phonon density of states, THz (data store)")
-    labelled_frequencies: dict[str, list[float]] = Field(
+    labelled_frequencies: Annotated[dict[str, list[float]], Summary(key="frequencies")] = Field(
         description="Frequencies at the labelled high-symmetry points, THz, ascending"
     )
     min_frequency: float = Field(
@@ -105,7 +264,7 @@ class HarmonicPhononDoc(BaseModel):
         description="Lowest frequency on the band path and the q-mesh that has_imaginary_modes "
         f"tests, THz: {ACOUSTIC_POCKET_RULE}",
     )
-    acoustic_pockets: list[dict[str, Any]] = Field(
+    acoustic_pockets: Annotated[list[dict[str, Any]], Summary(include=True)] = Field(
         default_factory=list, description=POCKETS_DESCRIPTION
     )
     has_imaginary_modes: bool = Field(
@@ -124,7 +283,7 @@ class HarmonicPhononDoc(BaseModel):
     )
 
 
-class PopulationDoc(BaseModel):
+class PopulationDoc(Document):
     """One population of thermal snapshots with its forces (see tdphonon.sscha.Population)."""
 
     index: int = Field(description="Running number at this temperature (its random stream)")
@@ -169,29 +328,32 @@ class SSCHAContinuation(BaseModel):
     history: list[dict[str, Any]] = Field(description="IterationRecord of every iteration")
 
 
-class SSCHAIterationDoc(BaseModel):
-    """One SSCHA iteration at one temperature (fields of tdphonon.sscha.IterationRecord)."""
+def _dataclass_fields(record: type) -> dict[str, Any]:
+    """pydantic field definitions of a dataclass: its types, ``metadata["description"]``."""
+    hints = get_type_hints(record)
+    return {
+        field.name: (hints[field.name], Field(description=field.metadata["description"]))
+        for field in dataclasses.fields(record)
+    }
 
-    temperature: float = Field(description="Temperature, K")
-    iteration: int = Field(description="Iteration number, from 1")
-    n_new_snapshots: int = Field(description="Snapshots drawn (and evaluated) this iteration")
-    n_force_evaluations: int = Field(description="Snapshot force evaluations so far at this T")
-    n_active_snapshots: int = Field(description="Snapshots of the populations in use")
-    effective_sample_size: float = Field(description="Kong-Liu effective sample size")
-    frequency_change: float = Field(
-        description="RMS change of the reported frequencies (fit - current), THz"
-    )
-    max_frequency_change: float = Field(description="Largest frequency change, THz")
-    frequency_error: float = Field(
-        description="Largest bootstrap standard error of a reported frequency (commensurate "
-        "and labelled q-points), THz: what the tolerance bounds"
-    )
-    rms_frequency_error: float = Field(description="RMS of those errors, THz")
-    min_frequency: float = Field(description="Lowest commensurate frequency of the fit, THz")
-    n_capped_modes: int = Field(
-        description="Modes sampled at the displacement cap (max_displacement), see SSCHASettings"
-    )
-    converged: bool = Field(description="Convergence criterion met")
+
+#: The temperature and the fields of IterationRecord (taken from it: they cannot drift).
+_IterationFields = create_model(
+    "_IterationFields",
+    __base__=Document,
+    __doc__="The temperature and the fields of tdphonon.sscha.IterationRecord.",
+    temperature=(float, Field(description="Temperature, K")),
+    **_dataclass_fields(IterationRecord),
+)
+
+
+class SSCHAIterationDoc(_IterationFields):  # type: ignore[misc,valid-type]
+    """One SSCHA iteration at one temperature (fields of tdphonon.sscha.IterationRecord).
+
+    ``temperature`` (K), then the fields of :class:`tdphonon.sscha.IterationRecord`
+    (derived from it), then the population, force constants and state below.
+    """
+
     population: PopulationDoc | None = Field(
         None, description="Population drawn in this iteration (arrays in the data store)"
     )
@@ -205,7 +367,7 @@ class SSCHAIterationDoc(BaseModel):
     stop_reason: str | None = Field(None, description="Why the iterations stop here, or None")
 
 
-class SSCHATemperatureDoc(BaseModel):
+class SSCHATemperatureDoc(Document):
     """Final SSCHA result at one temperature: renormalised phonons and free energy."""
 
     temperature: float = Field(description="Temperature, K")
@@ -220,10 +382,12 @@ class SSCHATemperatureDoc(BaseModel):
         description="Renormalised band structure, THz (data store)"
     )
     dos: PhononDos = Field(description="Renormalised phonon DOS, THz (data store)")
-    labelled_frequencies: dict[str, list[float]] = Field(
+    labelled_frequencies: Annotated[dict[str, list[float]], Summary(key="frequencies")] = Field(
         description="Renormalised frequencies at the labelled high-symmetry points, THz"
     )
-    labelled_frequency_errors: dict[str, list[float]] = Field(
+    labelled_frequency_errors: Annotated[
+        dict[str, list[float]], Summary(key="frequency_errors")
+    ] = Field(
         default_factory=dict,
         description="Bootstrap standard error of each labelled frequency (same order), THz; "
         "the tolerance bounds every one of them when converged",
@@ -246,7 +410,7 @@ class SSCHATemperatureDoc(BaseModel):
         description="Lowest renormalised frequency that has_imaginary_modes tests, THz: "
         f"{ACOUSTIC_POCKET_RULE}",
     )
-    acoustic_pockets: list[dict[str, Any]] = Field(
+    acoustic_pockets: Annotated[list[dict[str, Any]], Summary(include=True)] = Field(
         default_factory=list, description=POCKETS_DESCRIPTION
     )
     nac: bool = Field(
@@ -287,7 +451,7 @@ class SSCHATemperatureDoc(BaseModel):
     )
 
 
-class JobFailureDoc(BaseModel):
+class JobFailureDoc(Document):
     """Why a job could not produce its result (stored instead of raising).
 
     A job of a campaign that meets a failure inherent to the material or the potential
@@ -311,7 +475,7 @@ class JobFailureDoc(BaseModel):
 # -- lattice thermal conductivity (tdphonon.jobs.conductivity) ----------------------------------
 
 
-class ThirdOrderForceConstantsDoc(BaseModel):
+class ThirdOrderForceConstantsDoc(Document):
     """Third-order force constants from the potential (output of ``fc3_job``)."""
 
     structure: Structure = Field(description="Unit (= primitive) cell the fc3 belong to")
@@ -334,7 +498,7 @@ class ThirdOrderForceConstantsDoc(BaseModel):
     )
 
 
-class KappaDoc(BaseModel):
+class KappaDoc(Document):
     """Thermal conductivity of one fc2 with the shared fc3 (output of ``kappa_job``).
 
     The mode-resolved arrays go to the JobStore's data store.
@@ -368,35 +532,46 @@ class KappaDoc(BaseModel):
     wall_time: float = Field(description="Seconds spent")
 
 
-class ThermalConductivityDoc(BaseModel):
+def _per_t(key: str | None = None) -> Summary:
+    return Summary(key=key, per_temperature=True)
+
+
+_PER_T = _per_t()
+
+
+class ThermalConductivityDoc(Document):
     """Kappa with harmonic and SSCHA-renormalised fc2 (same fc3), per temperature."""
 
     formula: str = Field(description="Reduced formula")
     structure: Structure = Field(description="Unit (standard primitive) cell")
-    temperatures: list[float] = Field(description="Temperatures, K")
-    kappa_harmonic: list[list[float] | None] = Field(
+    temperatures: Annotated[list[float], Summary(include=False)] = Field(
+        description="Temperatures, K (the summary's results: one entry per temperature)"
+    )
+    kappa_harmonic: Annotated[list[list[float] | None], _PER_T] = Field(
         description="Per T kappa with the harmonic fc2, W/m-K (xx yy zz yz xz xy) or None"
     )
-    kappa_renormalized: list[list[float] | None] = Field(
+    kappa_renormalized: Annotated[list[list[float] | None], _PER_T] = Field(
         description="Per T kappa with the SSCHA fc2 at T, W/m-K, or None"
     )
-    harmonic_reasons: list[str | None] = Field(description="Why harmonic kappa is not defined")
-    renormalized_reasons: list[str | None] = Field(
+    harmonic_reasons: Annotated[list[str | None], _per_t("reason_harmonic")] = Field(
+        description="Why harmonic kappa is not defined"
+    )
+    renormalized_reasons: Annotated[list[str | None], _per_t("reason_renormalized")] = Field(
         description="Why renormalised kappa is not defined or not computed"
     )
-    ratio: list[list[float | None] | None] = Field(
+    ratio: Annotated[list[list[float | None] | None], _per_t("ratio_components")] = Field(
         description="Per T kappa_renormalized / kappa_harmonic per component (None where "
         "either is undefined or the harmonic component vanishes)"
     )
-    ratio_trace: list[float | None] = Field(
+    ratio_trace: Annotated[list[float | None], _per_t("ratio")] = Field(
         description="Per T ratio of the traces (isotropic average)"
     )
     harmonic_min_frequency: float | None = Field(
         None, description="Lowest harmonic frequency on the q-mesh, THz"
     )
-    renormalized_min_frequencies: list[float | None] = Field(
-        description="Lowest renormalised frequency on the q-mesh per T, THz"
-    )
+    renormalized_min_frequencies: Annotated[
+        list[float | None], _per_t("renormalized_min_frequency")
+    ] = Field(description="Lowest renormalised frequency on the q-mesh per T, THz")
     fc3_method: str = Field(description="'random' or 'finite'")
     fc3_supercell_matrix: list[list[int]] = Field(description="fc3 supercell (phonopy)")
     fc2_supercell_matrix: list[list[int]] = Field(description="fc2 (SSCHA) supercell (phonopy)")
@@ -405,7 +580,7 @@ class ThermalConductivityDoc(BaseModel):
     n_harmonic_force_evaluations: int | None = Field(
         None, description="Force evaluations of the harmonic fc2"
     )
-    n_sscha_force_evaluations: list[int | None] = Field(
+    n_sscha_force_evaluations: Annotated[list[int | None], _PER_T] = Field(
         description="Force evaluations of the SSCHA at each T"
     )
     n_force_evaluations: int = Field(description="All supercell force evaluations")
@@ -418,8 +593,8 @@ class ThermalConductivityDoc(BaseModel):
 class StoredModel(BaseModel):
     """Reference to a fine-tuned potential stored in a JobStore (see FineTuneDoc).
 
-    Pass it (or ``finetune_job.output.model``) as ``model`` to any tdphonon Maker or to
-    :func:`tdphonon.jobs.common.get_force_calculator`: the archive is fetched from the store
+    Pass it (or ``finetune_job.output.model``) as ``model`` to any tdphonon Maker or
+    :class:`~tdphonon.potentials.PotentialSpec`: the archive is fetched from the store
     into a local cache (``$TDPHONON_MODEL_CACHE/<sha256>``), its hash verified and the model
     loaded in the right message convention.
     """
@@ -436,7 +611,7 @@ class StoredModel(BaseModel):
         return f"tdphonon-model://{self.uuid}/{self.sha256}"
 
 
-class FineTuneDoc(BaseModel):
+class FineTuneDoc(Document):
     """Output of the fine-tuning job: the model (archive in the data store) and its metrics."""
 
     model: StoredModel = Field(description="Reference to pass as model= to SSCHA Makers")

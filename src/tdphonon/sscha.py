@@ -37,26 +37,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from ase import Atoms
 from numpy.typing import NDArray
 from phonopy import Phonopy
 from phonopy.harmonic.dynamical_matrix import get_dynamical_matrix
 from phonopy.physical_units import get_physical_units
 
 from tdphonon.fitting import ForceConstantFitter
+from tdphonon.potentials import ForceEvaluator
 from tdphonon.sampling import Statistics, ThermalDistribution, translation_complement
-
-
-class ForceEvaluator(Protocol):
-    """What the SSCHA needs from a calculator (see :mod:`tdphonon.potentials`)."""
-
-    def compute(
-        self, structures: Sequence[Atoms], progress: bool = False
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Return energies (n,) in eV and forces (n, N, 3) in eV/Å."""
+from tdphonon.structures import supercell_atoms
 
 
 @dataclass
@@ -157,6 +149,11 @@ class Population:
         return len(self.displacements)
 
 
+def _described(description: str) -> Any:
+    """A required dataclass field with a description (``field.metadata["description"]``)."""
+    return field(metadata={"description": description})
+
+
 @dataclass
 class IterationRecord:
     """Diagnostics of one SSCHA iteration (frequencies in THz).
@@ -164,21 +161,29 @@ class IterationRecord:
     ``frequency_change`` is the RMS and ``max_frequency_change`` the largest change of the
     reported frequencies (fit minus current force constants); ``frequency_error`` is the
     largest bootstrap standard error of a reported frequency (what the tolerance bounds),
-    ``rms_frequency_error`` their RMS.
+    ``rms_frequency_error`` their RMS. Each field's ``metadata["description"]`` says what
+    it holds; :class:`tdphonon.schemas.SSCHAIterationDoc` takes its fields from here.
     """
 
-    iteration: int
-    n_new_snapshots: int
-    n_force_evaluations: int
-    n_active_snapshots: int
-    effective_sample_size: float
-    frequency_change: float
-    max_frequency_change: float
-    frequency_error: float
-    rms_frequency_error: float
-    min_frequency: float
-    n_capped_modes: int
-    converged: bool
+    iteration: int = _described("Iteration number, from 1")
+    n_new_snapshots: int = _described("Snapshots drawn (and evaluated) this iteration")
+    n_force_evaluations: int = _described("Snapshot force evaluations so far at this T")
+    n_active_snapshots: int = _described("Snapshots of the populations in use")
+    effective_sample_size: float = _described("Kong-Liu effective sample size")
+    frequency_change: float = _described(
+        "RMS change of the reported frequencies (fit - current), THz"
+    )
+    max_frequency_change: float = _described("Largest frequency change, THz")
+    frequency_error: float = _described(
+        "Largest bootstrap standard error of a reported frequency (commensurate and "
+        "labelled q-points), THz: what the tolerance bounds"
+    )
+    rms_frequency_error: float = _described("RMS of those errors, THz")
+    min_frequency: float = _described("Lowest commensurate frequency of the fit, THz")
+    n_capped_modes: int = _described(
+        "Modes sampled at the displacement cap (max_displacement), see SSCHASettings"
+    )
+    converged: bool = _described("Convergence criterion met")
 
 
 @dataclass
@@ -270,24 +275,6 @@ class SSCHAResult:
                 )
             ),
         }
-
-
-def supercell_atoms(
-    phonon: Phonopy, displacements: NDArray[np.float64] | None = None
-) -> list[Atoms]:
-    """ASE supercells of ``phonon``, displaced by each of ``displacements`` (Å)."""
-    supercell = phonon.supercell
-    base = Atoms(
-        symbols=supercell.symbols, cell=supercell.cell, positions=supercell.positions, pbc=True
-    )
-    if displacements is None:
-        return [base]
-    structures = []
-    for displacement in displacements:
-        atoms = base.copy()
-        atoms.positions = supercell.positions + displacement
-        structures.append(atoms)
-    return structures
 
 
 def _effective_sample_size(weights: NDArray[np.float64]) -> float:

@@ -498,10 +498,13 @@ def _failure_doc(job: Job, error: BaseException) -> Any:
         if isinstance(kwargs.get("temperature"), (int, float)):
             temperature = float(kwargs["temperature"])
     formula = (job.metadata or {}).get("formula")
-    if formula is None:  # the structure argument, once its reference is resolved
-        structures = [a for a in [*job.function_args, *kwargs.values()] if isinstance(a, Structure)]
+    if formula is None:  # the structure argument (or its holder), once resolved
+        arguments = [*job.function_args, *kwargs.values()]
+        arguments += [getattr(a, "structure", None) for a in arguments if not isinstance(a, dict)]
+        structures = [a for a in arguments if isinstance(a, Structure)]
         formula = structures[0].composition.reduced_formula if structures else None
-    model = kwargs.get("model")
+    potential = kwargs.get("potential")  # a PotentialSpec
+    model = kwargs.get("model") if potential is None else getattr(potential, "model", None)
     return JobFailureDoc(
         stage=stage,
         temperature=temperature,

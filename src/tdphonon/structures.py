@@ -1,7 +1,20 @@
-"""Reading and checking input crystals; choosing supercells.
+"""Reading and checking input crystals; choosing supercells; converting cells.
+
+This module is the one home of every cell conversion and supercell rule:
+
+* pymatgen ``Structure`` <-> ASE ``Atoms`` <-> phonopy ``PhonopyAtoms``
+  (:func:`to_ase_atoms`, :func:`to_phonopy_atoms`, :func:`to_structure`), through the
+  libraries' own converters where they exist (:class:`pymatgen.io.ase.AseAtomsAdaptor`,
+  :func:`pymatgen.io.phonopy.get_phonopy_structure` / ``get_pmg_structure``);
+* supercells of a :class:`~phonopy.Phonopy` object as ASE ``Atoms``, undisplaced or
+  displaced (:func:`supercell_atoms`, :func:`displaced_atoms`), and the shortest periodic
+  images of displacements (:func:`minimum_image_vectors`);
+* supercell matrices (:func:`supercell_matrix_array`, :func:`choose_supercell_matrix`,
+  :func:`primitive_supercell_matrix`) and Phonopy objects (:func:`make_phonopy`).
 
 Every check raises :class:`StructureError` with a one-line message naming the
 problem, so command-line users never see a traceback from deep inside a library.
+Units: Å.
 """
 
 from __future__ import annotations
@@ -13,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase import Atoms
 from numpy.typing import NDArray
 from phonopy import Phonopy
-from pymatgen.core import Lattice, Structure
-from pymatgen.io.phonopy import get_phonopy_structure
+from phonopy.structure.atoms import PhonopyAtoms
+from pymatgen.core import IStructure, Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+from pymatgen.io.phonopy import get_phonopy_structure, get_pmg_structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from pymatgen.symmetry.bandstructure import HighSymmKpath
 
@@ -35,7 +51,6 @@ def read_structure(path: str | os.PathLike) -> Structure:
     except Exception as pmg_error:
         try:
             from ase.io import read
-            from pymatgen.io.ase import AseAtomsAdaptor
 
             atoms = read(path)
         except Exception:
@@ -44,7 +59,7 @@ def read_structure(path: str | os.PathLike) -> Structure:
             raise StructureError(
                 f"{path} holds a non-periodic structure (a crystal with a 3D cell is needed)"
             ) from None
-        return AseAtomsAdaptor.get_structure(atoms)
+        return to_structure(atoms)
 
 
 def check_structure(structure: Structure) -> None:
@@ -154,8 +169,22 @@ def map_to_standard_primitive(
     )
 
 
-def supercell_matrix_array(supercell_matrix: Any) -> NDArray[np.int_]:
+def supercell_matrix_array(
+    supercell_matrix: Any, name: str = "supercell matrix (--supercell)"
+) -> NDArray[np.int_]:
     """A supercell matrix (3 integers for a diagonal one, or 3x3) as a 3x3 integer array.
+
+    Parameters
+    ----------
+    supercell_matrix : array-like of int, shape (3,) or (3, 3)
+        Supercell matrix, phonopy convention (columns: supercell vectors in units of the
+        unit-cell vectors); 3 integers for a diagonal one.
+    name : str
+        What the matrix is, for the error messages.
+
+    Returns
+    -------
+    ndarray of int, shape (3, 3)
 
     Raises
     ------
@@ -166,23 +195,17 @@ def supercell_matrix_array(supercell_matrix: Any) -> NDArray[np.int_]:
     try:
         matrix = np.asarray(supercell_matrix, dtype=float)
     except (TypeError, ValueError):
-        raise StructureError(
-            f"supercell matrix (--supercell) must be 3 or 3x3 integers, got {supercell_matrix}"
-        ) from None
+        raise StructureError(f"{name} must be 3 or 3x3 integers, got {supercell_matrix}") from None
     if matrix.shape == (3,):
         matrix = np.diag(matrix)
     if matrix.shape != (3, 3) or not np.all(np.isfinite(matrix)):
-        raise StructureError(
-            f"supercell matrix (--supercell) must be 3 or 3x3 integers, got {matrix.tolist()}"
-        )
+        raise StructureError(f"{name} must be 3 or 3x3 integers, got {matrix.tolist()}")
     if np.abs(matrix - np.round(matrix)).max() > 1e-6:
-        raise StructureError(
-            f"supercell matrix (--supercell) must be integers, got {matrix.tolist()}"
-        )
+        raise StructureError(f"{name} must be integers, got {matrix.tolist()}")
     matrix = np.round(matrix).astype(int)
     if round(np.linalg.det(matrix)) < 1:
         raise StructureError(
-            f"supercell matrix (--supercell) {matrix.tolist()} has determinant "
+            f"{name} {matrix.tolist()} has determinant "
             f"{round(np.linalg.det(matrix))}: a positive one (a right-handed supercell) is needed"
         )
     return matrix
@@ -390,7 +413,7 @@ def make_phonopy(
     """
     matrix = supercell_matrix_array(supercell_matrix)
     phonon = Phonopy(
-        get_phonopy_structure(structure),
+        to_phonopy_atoms(structure),
         supercell_matrix=matrix,
         primitive_matrix=np.eye(3),
         symprec=symprec,
@@ -398,6 +421,146 @@ def make_phonopy(
     if nac_params is not None:
         phonon.nac_params = _phonopy_nac_params(nac_params, len(structure))
     return phonon
+
+
+# -- cell conversions ----------------------------------------------------------------------------
+
+
+def to_ase_atoms(cell: Structure | Atoms | PhonopyAtoms) -> Atoms:
+    """A new periodic ASE ``Atoms`` of a cell: symbols, lattice and Cartesian positions (Å).
+
+    Only those are kept (no masses, tags, magnetic moments or calculator): the atoms a
+    force calculator sees.
+
+    Parameters
+    ----------
+    cell : Structure, Atoms or PhonopyAtoms
+        A pymatgen structure (through :class:`~pymatgen.io.ase.AseAtomsAdaptor`), ASE atoms
+        (copied) or a phonopy cell (a unit cell, supercell or primitive cell of phonopy).
+
+    Raises
+    ------
+    StructureError
+        Any other type.
+    """
+    if isinstance(cell, Atoms):
+        return cell.copy()
+    if isinstance(cell, IStructure):
+        atoms = AseAtomsAdaptor.get_atoms(cell)
+        return Atoms(
+            atoms.get_chemical_symbols(), cell=atoms.cell, positions=atoms.positions, pbc=True
+        )
+    if isinstance(cell, PhonopyAtoms):
+        return Atoms(
+            symbols=list(cell.symbols), cell=np.array(cell.cell), positions=cell.positions, pbc=True
+        )
+    raise StructureError(
+        f"expected a pymatgen Structure, ASE Atoms or PhonopyAtoms, got {type(cell).__name__}"
+    )
+
+
+def to_phonopy_atoms(cell: Structure | Atoms | PhonopyAtoms) -> PhonopyAtoms:
+    """A new ``PhonopyAtoms`` of a cell (lattice and positions in Å).
+
+    Parameters
+    ----------
+    cell : Structure, Atoms or PhonopyAtoms
+        A pymatgen structure (through :func:`pymatgen.io.phonopy.get_phonopy_structure`), ASE
+        atoms (symbols, lattice, positions; phonopy's default masses) or a phonopy cell (copied).
+
+    Raises
+    ------
+    StructureError
+        Any other type.
+    """
+    if isinstance(cell, PhonopyAtoms):
+        return cell.copy()
+    if isinstance(cell, IStructure):
+        return get_phonopy_structure(cell)
+    if isinstance(cell, Atoms):
+        return PhonopyAtoms(
+            symbols=cell.get_chemical_symbols(), cell=np.array(cell.cell), positions=cell.positions
+        )
+    raise StructureError(
+        f"expected a pymatgen Structure, ASE Atoms or PhonopyAtoms, got {type(cell).__name__}"
+    )
+
+
+def to_structure(cell: Structure | Atoms | PhonopyAtoms) -> Structure:
+    """A new pymatgen ``Structure`` of a cell (lattice in Å).
+
+    Parameters
+    ----------
+    cell : Structure, Atoms or PhonopyAtoms
+        A pymatgen structure (copied), ASE atoms (through
+        :class:`~pymatgen.io.ase.AseAtomsAdaptor`) or a phonopy cell (through
+        :func:`pymatgen.io.phonopy.get_pmg_structure`, with its masses as the site property
+        ``phonopy_masses``).
+
+    Raises
+    ------
+    StructureError
+        Any other type.
+    """
+    if isinstance(cell, IStructure):
+        return Structure.from_sites(cell)
+    if isinstance(cell, Atoms):
+        return AseAtomsAdaptor.get_structure(cell)
+    if isinstance(cell, PhonopyAtoms):
+        return get_pmg_structure(cell)
+    raise StructureError(
+        f"expected a pymatgen Structure, ASE Atoms or PhonopyAtoms, got {type(cell).__name__}"
+    )
+
+
+def displaced_atoms(reference: Atoms, displacements: NDArray[np.float64]) -> Atoms:
+    """A copy of ``reference`` with every atom moved by ``displacements`` (shape (N, 3), Å)."""
+    atoms = reference.copy()
+    atoms.positions = reference.positions + displacements
+    return atoms
+
+
+def supercell_atoms(
+    phonon: Phonopy, displacements: NDArray[np.float64] | None = None
+) -> list[Atoms]:
+    """The supercell of ``phonon`` as ASE atoms, displaced by each of ``displacements``.
+
+    Parameters
+    ----------
+    phonon : Phonopy
+        Its supercell (``phonon.supercell``) is converted by :func:`to_ase_atoms`.
+    displacements : ndarray, shape (n, N, 3), optional
+        Displacements of the N supercell atoms, Å.
+
+    Returns
+    -------
+    list of Atoms
+        The undisplaced supercell alone when ``displacements`` is None, else the n
+        displaced supercells.
+    """
+    base = to_ase_atoms(phonon.supercell)
+    if displacements is None:
+        return [base]
+    return [displaced_atoms(base, displacement) for displacement in displacements]
+
+
+def minimum_image_vectors(vectors: NDArray[np.float64], cell: Any) -> NDArray[np.float64]:
+    """The shortest periodic images of Cartesian vectors (e.g. displacements), Å.
+
+    Parameters
+    ----------
+    vectors : array-like, shape (..., 3)
+        Cartesian vectors, Å (flattened to (n, 3)).
+    cell : array-like, shape (3, 3) or ase Cell
+        Lattice vectors (rows), Å; periodic in all three directions.
+
+    Returns
+    -------
+    ndarray, shape (n, 3)
+    """
+    from ase.geometry import find_mic
+
+    return find_mic(np.asarray(vectors).reshape(-1, 3), cell, pbc=True)[0]
 
 
 # -- non-analytical term correction (Born effective charges) -------------------------------------
@@ -457,7 +620,7 @@ def read_born(
     if not path.is_file():
         raise StructureError(f"BORN file not found: {path}")
     try:
-        nac = parse_BORN(get_phonopy_structure(structure), symprec=symprec, filename=path)
+        nac = parse_BORN(to_phonopy_atoms(structure), symprec=symprec, filename=path)
     except Exception as error:
         raise StructureError(
             f"cannot read Born effective charges of {structure.composition.reduced_formula} "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -110,9 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    # warning filters and the progress switch hold for this command only (main may be
-    # called many times in one process: tests, scripts)
-    progress = os.environ.get("TDPHONON_PROGRESS")
+    # warning filters hold for this command only (main may be called many times in one
+    # process: tests, scripts)
     with warnings.catch_warnings():
         ignore_library_warnings()  # jobflow's and atomate2's that say nothing to a user
         if getattr(args, "quiet", False):
@@ -131,8 +129,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("tdphonon: interrupted; finished jobs are in the store", file=sys.stderr)
             return 130
-        finally:
-            if progress is None:
-                os.environ.pop("TDPHONON_PROGRESS", None)
-            else:
-                os.environ["TDPHONON_PROGRESS"] = progress

@@ -8,6 +8,7 @@ from typing import Any
 
 from tdphonon.cli import CommandError
 from tdphonon.cli.options import add_device_option, add_model_option, existing_path, output_file
+from tdphonon.cli.report import format_evaluation
 
 EPILOG = """\
 examples:
@@ -61,24 +62,7 @@ def command(args: argparse.Namespace) -> int:
         result = evaluate(sets, calculator, progress=not args.quiet)
     except ValueError as err:
         raise CommandError(str(err)) from None
-    print(
-        f"{'compound':30s} {'freq MAE (THz)':>15s} {'mean error':>11s} {'best scale':>11s} "
-        f"{'force MAE (eV/Å)':>17s} {'supercells':>10s}"
-    )
-    for c in result.compounds:
-        print(
-            f"{c.name:30s} {c.frequency_mae_thz:15.3f} {c.frequency_mean_error_thz:11.3f} "
-            f"{c.frequency_scale:11.3f} {c.force_mae_ev_per_angstrom:17.4f} {c.n_supercells:10d}"
-        )
-    print(
-        f"{'overall (mean)':30s} {result.frequency_mae_thz:15.3f} "
-        f"{result.frequency_mean_error_thz:11.3f} {'':11s} "
-        f"{result.force_mae_ev_per_angstrom:17.4f} {result.n_force_evaluations:10d} evaluations"
-    )
-    print(
-        "mean error < 0: the potential is too soft; best scale: the factor on its frequencies "
-        "that minimises their MAE"
-    )
+    print(format_evaluation(result))
     if args.json:
         args.json.write_text(json.dumps(result.as_dict(), indent=1))
         print(f"wrote {args.json}")

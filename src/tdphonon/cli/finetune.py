@@ -19,6 +19,7 @@ from tdphonon.cli.options import (
     positive_float,
     positive_int,
 )
+from tdphonon.cli.report import format_forgetting_guard, format_validation_table
 
 EPILOG = """\
 examples:
@@ -156,14 +157,7 @@ def command(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if result.before is not None and result.after is not None:
-        print(f"\n{'validation compound':30s} {'before (THz)':>13s} {'after (THz)':>12s}")
-        for b, a in zip(result.before.compounds, result.after.compounds, strict=True):
-            print(f"{b.name:30s} {b.frequency_mae_thz:13.3f} {a.frequency_mae_thz:12.3f}")
-        print(
-            f"{'mean':30s} {result.before.frequency_mae_thz:13.3f} "
-            f"{result.after.frequency_mae_thz:12.3f}  (ratio "
-            f"{result.before.frequency_mae_thz / result.after.frequency_mae_thz:.2f})"
-        )
+        print("\n" + format_validation_table(result.before, result.after))
     print(f"best epoch {result.best_epoch}; training {result.training_time_s:.0f} s")
     print(format_forgetting_guard(result.forgetting))
     print(f"saved {result.model_dir}")
@@ -171,46 +165,3 @@ def command(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result.provenance, indent=1))
         print(f"wrote {args.json}")
     return 0
-
-
-#: Rows of the forgetting-guard table: key of :func:`tdphonon.finetune.forgetting_guard`,
-#: label, unit.
-FORGETTING_ROWS = (
-    ("energy_change_mae_ev_per_atom", "mean |dE| per atom", "eV/atom"),
-    ("energy_change_mae_ev_per_atom_shifted", "mean |dE| per atom, mean shift removed", "eV/atom"),
-    ("force_change_mae_ev_per_angstrom", "mean |dF| per component", "eV/Å"),
-    ("force_change_max_ev_per_angstrom", "max |dF| per component", "eV/Å"),
-)
-
-
-def format_forgetting_guard(forgetting: dict[str, Any]) -> str:
-    """The forgetting guard as a small table (change from the pretrained potential).
-
-    Parameters
-    ----------
-    forgetting : dict
-        From :func:`tdphonon.finetune.forgetting_guard`: ``n_structures`` and the changes
-        of energies and forces between the pretrained and the fine-tuned potential on
-        structures not trained on.
-
-    Returns
-    -------
-    str
-        A title line and one line per quantity (unknown keys are listed as they are).
-    """
-    n = int(forgetting.get("n_structures") or 0)
-    if n == 0:
-        return "forgetting guard: not checked (no validation structures)"
-    lines = [
-        f"forgetting guard: change from the pretrained potential on {n} validation "
-        f"structure{'s' if n != 1 else ''} (not trained on)"
-    ]
-    known = {"n_structures"}
-    for key, label, unit in FORGETTING_ROWS:
-        if forgetting.get(key) is not None:
-            lines.append(f"  {label:40s} {forgetting[key]:10.4f} {unit}")
-            known.add(key)
-    for key, value in forgetting.items():
-        if key not in known:
-            lines.append(f"  {key:40s} {value!s:>10}")
-    return "\n".join(lines)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdphonon.cli import CommandError
+from tdphonon.cli import CommandError, report
 from tdphonon.cli.options import (
     add_kappa_options,
     add_sscha_options,
@@ -98,9 +96,9 @@ def command(args: argparse.Namespace) -> int:
         summary = _potential_mode(args)
     else:
         raise CommandError("give a STRUCTURE file (potential mode) or --phono3py FILE (DFT mode)")
-    print(format_kappa_table(summary))
+    print(report.format_kappa_table(summary))
     if not args.no_plots:
-        print(f"plot: {write_kappa_plot(summary, Path(args.plots))}")
+        print(f"plot: {report.write_kappa_plot(summary, Path(args.plots))}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
         print(f"kappa: {args.json}")
@@ -123,7 +121,7 @@ def _potential_mode(args: argparse.Namespace) -> dict[str, Any]:
     _, _, doc = run_conductivity_flow(flow, store)
     if doc is None:
         raise CommandError("the kappa summary job did not run; see the job outputs in the store")
-    return kappa_summary(doc)
+    return report.kappa_summary(doc)
 
 
 def _dft_mode(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,121 +142,5 @@ def _dft_mode(args: argparse.Namespace) -> dict[str, Any]:
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
-    reason = "not computed: DFT force sets give the harmonic fc2 only"
-    kappas = result.result.kappa_lists()
-    return {
-        "formula": result.formula,
-        "source": str(args.phono3py),
-        "forces": None if args.forces is None else str(args.forces),
-        "mesh": list(settings.mesh),
-        "method": settings.method,
-        "isotope": settings.isotope,
-        "nac": result.nac,
-        "fc3_supercell_matrix": result.supercell_matrix,
-        "fc2_supercell_matrix": result.phonon_supercell_matrix,
-        "n_fc3_supercells": result.n_fc3_supercells,
-        "results": [
-            {
-                "temperature": float(t),
-                "kappa_harmonic": kappa,
-                "kappa_renormalized": None,
-                "reason_harmonic": why,
-                "reason_renormalized": reason,
-                "ratio": None,
-            }
-            for t, kappa, why in zip(
-                result.result.temperatures, kappas, result.result.reasons, strict=True
-            )
-        ],
-    }
-
-
-def kappa_summary(doc: dict[str, Any]) -> dict[str, Any]:
-    """JSON summary of a :class:`~tdphonon.schemas.ThermalConductivityDoc`."""
-    settings = doc["settings"]
-    return {
-        "formula": doc["formula"],
-        "source": "potential",
-        "mesh": settings.get("mesh"),
-        "method": settings.get("method"),
-        "isotope": settings.get("isotope"),
-        "fc3_method": doc["fc3_method"],
-        "fc3_supercell_matrix": doc["fc3_supercell_matrix"],
-        "fc2_supercell_matrix": doc["fc2_supercell_matrix"],
-        "n_fc3_supercells": doc["n_fc3_supercells"],
-        "n_force_evaluations": doc["n_force_evaluations"],
-        "results": [
-            {
-                "temperature": t,
-                "kappa_harmonic": harmonic,
-                "kappa_renormalized": renormalized,
-                "reason_harmonic": why_h,
-                "reason_renormalized": why_r,
-                "ratio": ratio,
-            }
-            for t, harmonic, renormalized, why_h, why_r, ratio in zip(
-                doc["temperatures"],
-                doc["kappa_harmonic"],
-                doc["kappa_renormalized"],
-                doc["harmonic_reasons"],
-                doc["renormalized_reasons"],
-                doc["ratio_trace"],
-                strict=True,
-            )
-        ],
-    }
-
-
-def _average(kappa: Sequence[float] | None) -> str:
-    if kappa is None:
-        return "n/a"
-    value = sum(kappa[:3]) / 3
-    return f"{value:.3f}" if math.isfinite(value) else "n/a"
-
-
-def format_kappa_table(summary: dict[str, Any]) -> str:
-    """Plain-text table: kappa (average of xx, yy, zz) per temperature, both fc2."""
-    header = f"{'T (K)':>8} {'kappa harm.':>12} {'kappa renorm.':>14} {'ratio':>7}"
-    lines = [
-        f"lattice thermal conductivity of {summary['formula']} (W/m-K, (xx+yy+zz)/3; "
-        f"{summary['method']} on a {'x'.join(map(str, summary['mesh']))} mesh)",
-        header,
-        "-" * len(header),
-    ]
-    notes = []
-    for entry in summary["results"]:
-        ratio = entry["ratio"]
-        lines.append(
-            f"{entry['temperature']:8.1f} {_average(entry['kappa_harmonic']):>12} "
-            f"{_average(entry['kappa_renormalized']):>14} "
-            f"{'n/a' if ratio is None else f'{ratio:.3f}':>7}"
-        )
-        for kind in ("harmonic", "renormalized"):
-            reason = entry[f"reason_{kind}"]
-            if reason and not reason.startswith("not computed: DFT"):
-                notes.append(f"{entry['temperature']:g} K, {kind}: {reason}")
-    lines.extend(f"NOTE: {note}" for note in notes)
-    if "n_force_evaluations" in summary:
-        lines.append(
-            f"fc3: {summary['n_fc3_supercells']} supercells ({summary['fc3_method']}); "
-            f"total force evaluations: {summary['n_force_evaluations']}"
-        )
-    return "\n".join(lines)
-
-
-def write_kappa_plot(summary: dict[str, Any], directory: Path) -> Path:
-    """kappa versus temperature, harmonic and renormalised (or DFT) curves."""
-    from tdphonon.plotting import plot_kappa_temperature
-
-    directory.mkdir(parents=True, exist_ok=True)
-    temperatures = [entry["temperature"] for entry in summary["results"]]
-    harmonic_label = "harmonic fc2" if summary["source"] == "potential" else "DFT (harmonic fc2)"
-    curves = {harmonic_label: [entry["kappa_harmonic"] for entry in summary["results"]]}
-    if summary["source"] == "potential":
-        curves["SSCHA fc2 at T"] = [entry["kappa_renormalized"] for entry in summary["results"]]
-    return plot_kappa_temperature(
-        temperatures,
-        curves,
-        directory / f"{summary['formula']}_kappa.png",
-        title=f"{summary['formula']}: lattice thermal conductivity",
-    )
+    forces = None if args.forces is None else str(args.forces)
+    return report.dft_kappa_summary(result, settings, str(args.phono3py), forces)

@@ -340,10 +340,13 @@ def check_temperatures(
     CommandError
         0 K with ``--statistics classical`` or with ``--kappa``.
     """
-    if statistics == "classical" and any(t == 0 for t in temperatures):
-        raise CommandError("--statistics classical needs temperatures above 0 K (-T)")
-    if kappa and any(t == 0 for t in temperatures):
-        raise CommandError("--kappa needs temperatures above 0 K (-T)")
+    from tdphonon.sampling import check_temperatures as check
+
+    try:
+        check(temperatures, statistics or "quantum", positive=kappa)
+    except ValueError as error:
+        option = "--statistics classical" if statistics == "classical" else "--kappa"
+        raise CommandError(f"-T: {error} ({option})") from None
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
@@ -471,11 +474,14 @@ def add_sscha_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def sscha_maker(args: argparse.Namespace, structure: Any = None) -> Any:
+def sscha_maker(
+    args: argparse.Namespace, structure: Any = None, progress: bool | None = None
+) -> Any:
     """The :class:`~tdphonon.flows.sscha.SSCHAMaker` of the options of :func:`add_sscha_options`.
 
-    Also checks the temperatures (:func:`check_temperatures`) and switches progress bars on
-    unless ``--quiet``. ``structure`` (the crystal as read) is needed with ``--born``, whose
+    Also checks the temperatures (:func:`check_temperatures`). Progress bars
+    (``SSCHAMaker.progress``) are on unless ``--quiet`` or ``progress=False`` (flows run
+    elsewhere). ``structure`` (the crystal as read) is needed with ``--born``, whose
     file is read for it (:func:`tdphonon.structures.read_born`).
     """
     from tdphonon.flows.sscha import SSCHAMaker
@@ -488,13 +494,12 @@ def sscha_maker(args: argparse.Namespace, structure: Any = None) -> Any:
         if structure is None:
             raise CommandError("--born belongs to one crystal: give a single structure with it")
         born = read_born(args.born, structure)
-    if not args.quiet:
-        os.environ["TDPHONON_PROGRESS"] = "1"
     return SSCHAMaker(
         model=args.model,
         device=args.device,
         batch_size=args.batch_size,
-        relax=not args.no_relax,
+        progress=not getattr(args, "quiet", False) if progress is None else progress,
+        **({"relax_maker": None} if args.no_relax else {}),
         supercell_matrix=supercell_matrix(args.supercell),
         min_length=args.min_length,
         sscha_settings={

@@ -140,7 +140,7 @@ def command(args: argparse.Namespace) -> int:
     # --born belongs to one crystal (sscha_maker refuses it with several structures)
     single = structures[0][1] if len(structures) == 1 else None
     maker = CampaignMaker(
-        sscha_maker=sscha_maker(args, single),
+        sscha_maker=sscha_maker(args, single, progress=False),  # no bars in worker logs
         temperatures=args.temperatures,
         finetune_data=args.finetune_data,
         kappa=args.kappa,

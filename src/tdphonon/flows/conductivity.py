@@ -19,8 +19,10 @@ from pymatgen.core import Structure
 
 from tdphonon.conductivity import FC3_DISTANCE, FC3_MIN_LENGTH, ConductivitySettings
 from tdphonon.flows.sscha import SSCHAMaker
-from tdphonon.jobs.common import check_potential, field_value, resolve_model
+from tdphonon.jobs.common import field_value
 from tdphonon.jobs.conductivity import collect_kappa_job, fc3_job, kappa_job
+from tdphonon.potentials import PotentialSpec
+from tdphonon.sampling import check_temperatures
 from tdphonon.structures import (
     StructureError,
     check_structure,
@@ -40,10 +42,11 @@ class ThermalConductivityMaker(Maker):
     name : str
         Flow name.
     model : str, os.PathLike or object
-        Potential as :func:`tdphonon.jobs.common.get_force_calculator` takes it (passed to
-        the jobs unchanged); None: ``$TDPHONON_MODEL``, else the pretrained M3GNet.
+        Potential as :class:`~tdphonon.potentials.PotentialSpec` takes it; None:
+        ``$TDPHONON_MODEL``, else the pretrained M3GNet.
     device, batch_size
-        Device and supercells per model call.
+        Device and supercells per model call (with ``model``, the jobs'
+        :class:`~tdphonon.potentials.PotentialSpec`).
     fc3_method : {"random", "finite"}
         Random-displacement supercells fitted with symfc (default), or finite differences.
     fc3_snapshots : int or "auto"
@@ -166,7 +169,7 @@ class ThermalConductivityMaker(Maker):
         settings, fc3_settings = self.settings(), self.fc3_settings()
         if sscha_outputs is not None and len(sscha_outputs) != len(temperatures):
             raise ValueError("sscha_outputs needs one document per temperature")
-        model = resolve_model(self.model)
+        potential = PotentialSpec(self.model, self.device, self.batch_size)
         if harmonic_output is not None:
             structure = (
                 harmonic_output.structure
@@ -184,16 +187,16 @@ class ThermalConductivityMaker(Maker):
                 ).tolist()
             structure = standard_primitive(structure)
         if isinstance(structure, Structure):
-            check_potential(model, structure, self.device, self.batch_size)
+            potential = potential.resolve(structure, check=True)
+        else:
+            potential = potential.resolve()
         nac = {"born_charges": self.born_charges, "dielectric": self.dielectric}
         if (self.born_charges is None) != (self.dielectric is None):
             raise ValueError("NAC needs both born_charges and dielectric")
 
         fc3 = fc3_job(
             structure,
-            model=model,
-            device=self.device,
-            batch_size=self.batch_size,
+            potential=potential,
             supercell_matrix=fc3_supercell_matrix,
             min_length=self.fc3_min_length,
             method=self.fc3_method,
@@ -264,14 +267,7 @@ class ThermalConductivityMaker(Maker):
 
     @staticmethod
     def _check_temperatures(temperatures: Sequence[float] | float) -> list[float]:
-        if isinstance(temperatures, (int, float)):
-            temperatures = [temperatures]
-        temperatures = [float(t) for t in temperatures]
-        if not temperatures:
-            raise ValueError("at least one temperature is needed")
-        if min(temperatures) <= 0:
-            raise ValueError(f"kappa needs temperatures above 0 K, got {temperatures}")
-        return temperatures
+        return check_temperatures(temperatures, positive=True)
 
 
 def _summary_fields(output: OutputReference, settings: bool = False) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pymatgen.core import Structure
 
 from tdphonon.flows.sscha import SSCHAMaker
 from tdphonon.jobs.finetune import finetune_job
+from tdphonon.potentials import PotentialSpec
 
 __all__ = ["FineTuneMaker", "FineTuneSSCHAMaker"]
 
@@ -68,9 +69,10 @@ class FineTuneMaker(Maker):
         if not items:
             raise ValueError("no fine-tuning data given")
         validation = validation if validation is not None else self.validation
+        base_model = None if self.base_model is None else str(self.base_model)
         new = finetune_job(
             items,
-            base_model=None if self.base_model is None else str(self.base_model),
+            base_model=PotentialSpec(base_model),  # None: the default model of the worker
             validation=None if validation is None else list(validation),
             validation_fraction=self.validation_fraction,
             settings=dict(self.settings),

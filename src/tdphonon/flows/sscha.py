@@ -5,13 +5,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobflow import Flow, Job, Maker, OutputReference
 from pymatgen.core import Structure
 
-from tdphonon.jobs.common import check_potential, field_value
-from tdphonon.jobs.sscha import harmonic_job, relax_job, sscha_iteration_job
+from tdphonon.jobs.common import field_value
+from tdphonon.jobs.sscha import (
+    HarmonicReference,
+    default_relax_maker,
+    harmonic_job,
+    relax_job,
+    sscha_iteration_job,
+)
+from tdphonon.potentials import PotentialSpec
+from tdphonon.sampling import check_temperatures
 from tdphonon.sscha import SSCHASettings
 from tdphonon.structures import (
     MIN_IMAGE_DISTANCE,
@@ -22,6 +30,9 @@ from tdphonon.structures import (
     primitive_supercell_matrix,
     standard_primitive,
 )
+
+if TYPE_CHECKING:
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
 __all__ = ["SSCHAMaker"]
 
@@ -47,13 +58,16 @@ class SSCHAMaker(Maker):
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"`` for the jobs.
     batch_size : int
-        Supercells per model call.
-    relax : bool
-        Relax the structure with the potential first (keeps the space group).
-    relax_fmax : float
-        Force criterion of the relaxation, eV/Å.
-    relax_cell : bool
-        Relax the lattice too.
+        Supercells per model call. ``model``, ``device`` and ``batch_size`` travel to the
+        jobs as one :class:`~tdphonon.potentials.PotentialSpec` (:meth:`potential`).
+    progress : bool
+        Progress bars of the force evaluations in the harmonic and SSCHA jobs (the CLI
+        sets it unless ``--quiet``).
+    relax_maker : ForceFieldRelaxMaker or None
+        atomate2's relaxation run first, with the flow's potential (its own force field is
+        replaced): :func:`~tdphonon.jobs.sscha.default_relax_maker` keeps the space group and
+        relaxes the cell to 1e-3 eV/Å; change its fields (``relax_kwargs``, ``steps``,
+        ``relax_cell``, ...) directly or with ``update_kwargs``. None: keep the geometry given.
     supercell_matrix : list, optional
         Supercell of the structure passed to :meth:`make`, as phonopy's ``--dim``: 3
         integers (diagonal) or 3x3 whose columns are the supercell vectors in units of its
@@ -82,9 +96,8 @@ class SSCHAMaker(Maker):
     model: str | None = None
     device: str = "auto"
     batch_size: int = 16
-    relax: bool = True
-    relax_fmax: float = 1e-3
-    relax_cell: bool = True
+    progress: bool = False
+    relax_maker: ForceFieldRelaxMaker | None = field(default_factory=default_relax_maker)
     supercell_matrix: list | None = None
     min_length: float = 10.0
     displacement: float = 0.01
@@ -127,7 +140,7 @@ class SSCHAMaker(Maker):
             raise StructureError("a structure (or prev_phonon_doc) is needed")
         temperatures, settings = self._check_inputs(temperatures)
         check_structure(structure)
-        model = self._check_potential(structure)
+        potential = self.potential(structure)
         primitive = standard_primitive(structure)
         supercell_matrix = None
         if self.supercell_matrix is not None:
@@ -139,29 +152,21 @@ class SSCHAMaker(Maker):
             )
         jobs: list[Job] = []
         source: Structure | OutputReference = primitive
-        if self.relax:
-            relax = relax_job(
-                primitive,
-                model,
-                self.device,
-                self.batch_size,
-                fmax=self.relax_fmax,
-                relax_cell=self.relax_cell,
-            )
+        if self.relax_maker is not None:
+            relax = relax_job(primitive, potential, self.relax_maker)
             jobs.append(relax)
             source = relax.output.structure
         harmonic = harmonic_job(
             source,
-            model=model,
-            device=self.device,
-            batch_size=self.batch_size,
+            potential=potential,
             supercell_matrix=None if supercell_matrix is None else supercell_matrix.tolist(),
             min_length=self.min_length,
             displacement=self.displacement,
             nac_params=None if self.born is None else primitive_nac_params(structure, self.born),
+            progress=self.progress,
         )
         harmonic.name = "harmonic"
-        return self._flow([*jobs, harmonic], harmonic, temperatures, model, settings)
+        return self._flow([*jobs, harmonic], harmonic, temperatures, potential, settings)
 
     def make_from_phonon_doc(
         self, phonon_doc: Any, temperatures: Sequence[float] = (300.0,)
@@ -170,7 +175,7 @@ class SSCHAMaker(Maker):
 
         The structure and harmonic force constants of the document are used as they are
         (no relaxation: the force constants belong to its geometry), mapped onto the
-        standard primitive cell and its supercell (:func:`tdphonon.jobs.sscha.phonon_doc_force_constants`);
+        standard primitive cell and its supercell (:func:`tdphonon.phonons.phonon_doc_force_constants`);
         the potential only evaluates the undisplaced supercell (the SSCHA reference).
 
         Parameters
@@ -186,7 +191,7 @@ class SSCHAMaker(Maker):
         """
         temperatures, settings = self._check_inputs(temperatures)
         if isinstance(phonon_doc, OutputReference):
-            model = self._check_potential(None)
+            potential = self.potential(None)
         else:
             structure = field_value(phonon_doc, "structure")
             if isinstance(structure, dict):
@@ -202,17 +207,16 @@ class SSCHAMaker(Maker):
                     "with store_force_constants=True is needed)"
                 )
             check_structure(structure)
-            model = self._check_potential(structure)
+            potential = self.potential(structure)
             phonon_doc = fields
         harmonic = harmonic_job(
             phonon_doc=phonon_doc,
-            model=model,
-            device=self.device,
-            batch_size=self.batch_size,
+            potential=potential,
             nac_params=self.born,
+            progress=self.progress,
         )
         harmonic.name = "harmonic (from phonon document)"
-        return self._flow([harmonic], harmonic, temperatures, model, settings)
+        return self._flow([harmonic], harmonic, temperatures, potential, settings)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -221,27 +225,21 @@ class SSCHAMaker(Maker):
         jobs: list[Job],
         harmonic: Job,
         temperatures: list[float],
-        model: str,
+        potential: PotentialSpec,
         settings: dict[str, Any],
     ) -> Flow:
         chains = []
+        reference = HarmonicReference.from_harmonic(harmonic.output, nac=self.born is not None)
         start, warm_start = harmonic.output.force_constants, "harmonic"
         for temperature in temperatures:
             first = sscha_iteration_job(
-                structure=harmonic.output.structure,
-                supercell_matrix=harmonic.output.supercell_matrix,
+                harmonic=reference,
                 temperature=temperature,
-                reference_energy=harmonic.output.reference_energy,
-                reference_forces=harmonic.output.reference_forces,
-                harmonic_labelled_frequencies=harmonic.output.labelled_frequencies,
-                harmonic_has_imaginary_modes=harmonic.output.has_imaginary_modes,
+                potential=potential,
+                sscha_settings=settings,
                 start_force_constants=start,
                 warm_start=warm_start,
-                model=model,
-                device=self.device,
-                batch_size=self.batch_size,
-                sscha_settings=settings,
-                nac_params=None if self.born is None else harmonic.output.nac_params,
+                progress=self.progress,
             )
             first.name = f"sscha {temperature:g} K iteration 1"
             chains.append(first)
@@ -261,20 +259,17 @@ class SSCHAMaker(Maker):
             raise ValueError(
                 f"unknown SSCHA setting(s) {unknown}; valid: {', '.join(valid)}"
             ) from None
-        if isinstance(temperatures, (int, float)):
-            temperatures = [temperatures]
-        temperatures = [float(t) for t in temperatures]
-        if not temperatures:
-            raise ValueError("at least one temperature is needed")
-        if min(temperatures) < 0:
-            raise ValueError(f"temperatures must be >= 0 K, got {temperatures}")
-        if settings.statistics == "classical" and min(temperatures) == 0:
-            raise ValueError("classical statistics need temperatures above 0 K")
-        return temperatures, dataclasses.asdict(settings)
+        return check_temperatures(temperatures, settings.statistics), dataclasses.asdict(settings)
 
-    def _check_potential(self, structure: Structure | None) -> Any:
-        """Resolve the model and check it (:func:`tdphonon.jobs.common.check_potential`)."""
-        return check_potential(self.model, structure, self.device, self.batch_size)
+    def potential(self, structure: Structure | None = None) -> PotentialSpec:
+        """The jobs' :class:`~tdphonon.potentials.PotentialSpec`, resolved and checked.
+
+        Resolved where the flow is made (:meth:`PotentialSpec.resolve`); unless the model is
+        the output of an earlier job, it is loaded now and, given a ``structure``, checked
+        to know its elements.
+        """
+        spec = PotentialSpec(self.model, self.device, self.batch_size)
+        return spec.resolve(structure, check=True)
 
     @staticmethod
     def _check_same_crystal(structure: Structure, doc_structure: Any) -> None:

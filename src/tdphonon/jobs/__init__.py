@@ -1,6 +1,7 @@
 """jobflow jobs of tdphonon, one module per workflow concept.
 
-* :mod:`tdphonon.jobs.common`: cached force calculators shared by all jobs.
+* :mod:`tdphonon.jobs.common`: helpers shared by jobs and flows. Every job gets its
+  potential as one :class:`~tdphonon.potentials.PotentialSpec`.
 * :mod:`tdphonon.jobs.sscha`: relaxation, harmonic phonons and SSCHA iterations.
 * :mod:`tdphonon.jobs.conductivity`: fc3, phono3py kappa per fc2, kappa summary.
 * :mod:`tdphonon.jobs.finetune`: fine-tuning job, stored-model archive and fetch.

@@ -27,7 +27,7 @@ from tdphonon.conductivity import (
     ThermalConductivity,
     compute_fc3,
 )
-from tdphonon.jobs.common import get_force_calculator
+from tdphonon.potentials import PotentialSpec
 from tdphonon.schemas import KappaDoc, ThermalConductivityDoc, ThirdOrderForceConstantsDoc
 
 __all__ = ["collect_kappa_job", "fc3_job", "kappa_job"]
@@ -44,9 +44,7 @@ def _structure(structure: Any) -> Structure:
 @job(data=FC3_DATA)
 def fc3_job(
     structure: Structure,
-    model: Any = None,
-    device: str = "auto",
-    batch_size: int = 16,
+    potential: PotentialSpec | None = None,
     supercell_matrix: list | None = None,
     min_length: float = FC3_MIN_LENGTH,
     method: str = "random",
@@ -61,9 +59,9 @@ def fc3_job(
     ----------
     structure : Structure
         Unit cell (the standard primitive cell of the SSCHA workflow).
-    model, device, batch_size
-        Potential, see :func:`tdphonon.jobs.common.get_force_calculator` (``model`` is
-        passed on unchanged).
+    potential : PotentialSpec, optional
+        The potential (:meth:`PotentialSpec.calculator`); default:
+        :func:`~tdphonon.potentials.default_model`.
     supercell_matrix : list, optional
         fc3 supercell (phonopy convention); default from ``min_length``.
     min_length : float
@@ -80,7 +78,7 @@ def fc3_job(
         Random displacements in +/- pairs.
     """
     structure = _structure(structure)
-    calculator = get_force_calculator(model, device, batch_size)
+    calculator = (potential or PotentialSpec()).calculator()
     result = compute_fc3(
         structure,
         calculator,

@@ -5,7 +5,8 @@ and returns a :class:`~tdphonon.schemas.FineTuneDoc` whose ``model_archive`` (th
 folder as a base64 tar.gz, about 1-2 MB for M3GNet) goes to the JobStore's ``"data"`` store
 (GridFS with MongoDB), and whose ``model`` field is a :class:`~tdphonon.schemas.StoredModel`
 reference. Any job on any worker turns the reference into a model folder with
-:func:`fetch_stored_model`: local cache first (``$TDPHONON_MODEL_CACHE/<sha256>``, default
+:func:`~tdphonon.potentials.fetch_stored_model` (:mod:`tdphonon.potentials.stored`, through
+:meth:`tdphonon.potentials.PotentialSpec.calculator`): local cache first (``$TDPHONON_MODEL_CACHE/<sha256>``, default
 ``~/.tdphonon/models``), else the archive from the store (the running job's store, or
 jobflow's configured ``JOB_STORE``), hash verified.
 
@@ -19,11 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
-import os
-import shutil
 import socket
-import tarfile
 import tempfile
 from collections.abc import Sequence
 from functools import partial
@@ -32,6 +29,15 @@ from typing import Any
 
 from jobflow import JobConfig, job
 
+from tdphonon.potentials import PotentialSpec
+from tdphonon.potentials.stored import (
+    MODEL_CACHE_ENV_VAR,
+    as_stored_model,
+    fetch_stored_model,
+    model_archive,
+    model_cache_dir,
+    unpack_model_archive,
+)
 from tdphonon.schemas import FineTuneDoc, StoredModel
 
 __all__ = [
@@ -41,134 +47,6 @@ __all__ = [
     "finetune_job",
     "model_archive",
 ]
-
-#: Environment variable naming the local cache of stored models.
-MODEL_CACHE_ENV_VAR = "TDPHONON_MODEL_CACHE"
-_URI_PREFIX = "tdphonon-model://"
-
-
-def model_cache_dir() -> Path:
-    """``$TDPHONON_MODEL_CACHE`` or ``~/.tdphonon/models``."""
-    path = os.environ.get(MODEL_CACHE_ENV_VAR, "").strip()
-    return Path(path).expanduser() if path else Path.home() / ".tdphonon" / "models"
-
-
-def model_archive(folder: str | os.PathLike) -> tuple[bytes, str]:
-    """Pack a model folder into a reproducible tar.gz; return ``(bytes, sha256 hex)``."""
-    folder = Path(folder)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                info = tar.gettarinfo(str(path), arcname=path.name)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                with open(path, "rb") as handle:
-                    tar.addfile(info, handle)
-    data = buffer.getvalue()
-    return data, hashlib.sha256(data).hexdigest()
-
-
-def as_stored_model(model: Any) -> StoredModel | None:
-    """A :class:`StoredModel` from a StoredModel, its dict, or a ``tdphonon-model://`` URI.
-
-    Returns None for anything else (model names, folders, calculators).
-    """
-    if isinstance(model, StoredModel):
-        return model
-    if isinstance(model, dict) and {"uuid", "sha256"} <= set(model):
-        fields = {k: v for k, v in model.items() if not k.startswith("@")}
-        fields.setdefault("name", fields["sha256"][:12])
-        fields.setdefault("n_bytes", 0)
-        return StoredModel(**fields)
-    if isinstance(model, str) and model.startswith(_URI_PREFIX):
-        parts = model[len(_URI_PREFIX) :].strip("/").split("/")
-        if len(parts) != 2:
-            raise ValueError(f"bad stored-model URI {model!r} (tdphonon-model://<uuid>/<sha256>)")
-        return StoredModel(uuid=parts[0], sha256=parts[1], name=parts[1][:12], n_bytes=0)
-    return None
-
-
-def _unpack(data: bytes, sha256: str, target: Path) -> Path:
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise RuntimeError(f"stored model archive is corrupt: sha256 {digest} instead of {sha256}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(tmp, filter="data")
-    (tmp / ".sha256").write_text(sha256)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def fetch_stored_model(model: Any, store: Any = None) -> Path:
-    """Local folder of a stored fine-tuned model (fetched from the JobStore if needed).
-
-    Parameters
-    ----------
-    model : StoredModel, dict or str
-        The reference (``FineTuneDoc.model``), its dict, or its ``tdphonon-model://`` URI.
-    store : jobflow.JobStore, optional
-        Where to fetch from. Default: the running job's store (``jobflow.CURRENT_JOB``, jobs
-        with ``expose_store``), else jobflow's configured ``JOB_STORE``.
-
-    Returns
-    -------
-    Path
-        ``<cache>/<sha256>``, a matgl model folder for :func:`tdphonon.potentials.load_potential`.
-
-    Raises
-    ------
-    ModelLoadError
-        If the model is neither cached nor in the store, or the archive's hash differs.
-    """
-    from tdphonon.potentials import ModelLoadError
-
-    ref = as_stored_model(model)
-    if ref is None:
-        raise ModelLoadError(f"not a stored-model reference: {model!r}")
-    target = model_cache_dir() / ref.sha256
-    marker = target / ".sha256"
-    if marker.is_file() and marker.read_text().strip() == ref.sha256:
-        return target
-    stores = [store]
-    if store is None:
-        from jobflow import CURRENT_JOB
-
-        stores = [getattr(CURRENT_JOB, "store", None)]
-        try:
-            from jobflow import SETTINGS
-
-            stores.append(SETTINGS.JOB_STORE)
-        except Exception:
-            pass
-    errors = []
-    for candidate in stores:
-        if candidate is None:
-            continue
-        try:
-            candidate.connect()
-            doc = candidate.get_output(ref.uuid, load=True)
-        except Exception as err:
-            errors.append(f"{type(err).__name__}: {err}")
-            continue
-        archive = doc.get("model_archive") if isinstance(doc, dict) else None
-        if not isinstance(archive, str):
-            errors.append(f"job {ref.uuid} output has no model_archive")
-            continue
-        try:
-            return _unpack(base64.b64decode(archive), ref.sha256, target)
-        except RuntimeError as err:
-            raise ModelLoadError(str(err)) from None
-    raise ModelLoadError(
-        f"stored model {ref.sha256[:12]} (job {ref.uuid}) is not in the local cache "
-        f"{model_cache_dir()} and could not be fetched from a JobStore"
-        + (f" ({'; '.join(errors)})" if errors else " (no store available)")
-    )
-
 
 _CHECKPOINT_KEY = "tdphonon_finetune_checkpoint"
 
@@ -226,7 +104,7 @@ def _resolve_data(data: Sequence[Any], store: Any) -> list:
 @job(data=["model_archive"], output_schema=FineTuneDoc, config=JobConfig(expose_store=True))
 def finetune_job(
     data: Sequence[Any],
-    base_model: str | None = None,
+    base_model: PotentialSpec | str | None = None,
     validation: Sequence[str] | None = None,
     validation_fraction: float = 0.2,
     settings: dict[str, Any] | None = None,
@@ -241,8 +119,11 @@ def finetune_job(
         items: keyword arguments of :func:`tdphonon.query.read_jobstore` (``formula``,
         ``flow_uuid``, ``query``) applied to this job's own store (atomate2 DFT phonon
         outputs already in the database).
-    base_model : str, optional
-        Pretrained matgl model (folder or hub name); None: :func:`~tdphonon.potentials.default_model`.
+    base_model : PotentialSpec or str, optional
+        Pretrained matgl model (folder or hub name, or a stored fine-tuned model) as the
+        ``model`` of a :class:`~tdphonon.potentials.PotentialSpec` (its device and batch size
+        are not used: training has its own in ``settings``); None:
+        :func:`~tdphonon.potentials.default_model` on the worker.
     validation : sequence of str, optional
         Validation compound names; otherwise a seeded split by compound.
     validation_fraction : float
@@ -264,10 +145,9 @@ def finetune_job(
 
     store = getattr(CURRENT_JOB, "store", None)
     settings_obj = FineTuneSettings(**(settings or {}))
-    if not base_model:
-        from tdphonon.potentials import default_model
-
-        base_model = default_model()
+    if not isinstance(base_model, PotentialSpec):
+        base_model = PotentialSpec(base_model or None)
+    base = base_model.locate(store)
     sets = _resolve_data(list(data), store)
     if validation is None and validation_fraction > 0 and len(sets) > 1:
         train, val = split_by_compound(sets, fraction=validation_fraction, seed=settings_obj.seed)
@@ -281,7 +161,7 @@ def finetune_job(
         if store is not None:
             restore_checkpoint(store, uuid, checkpoints)
         result = finetune(
-            base_model,
+            base,
             train,
             val,
             settings_obj,
@@ -299,7 +179,7 @@ def finetune_job(
         n_bytes=len(archive),
         base_model=result.provenance["base_model"].get("name"),
     )
-    _unpack(archive, sha256, model_cache_dir() / sha256)  # this worker needs no fetch
+    unpack_model_archive(archive, sha256, model_cache_dir() / sha256)  # this worker needs no fetch
     before, after = result.before, result.after
     return FineTuneDoc(
         model=ref,

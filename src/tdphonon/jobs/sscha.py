@@ -22,29 +22,38 @@ Random numbers come from streams derived from (seed, temperature, population ind
 :class:`~tdphonon.sscha.SSCHA`, and the pointers name fixed ``(uuid, index)`` outputs, so a
 failed iteration job that is rerun recomputes exactly that iteration and nothing else.
 
-Calculators (:func:`get_force_calculator`) and the symmetry basis of the force-constant fit
-are cached per process: consecutive iteration jobs on one worker rebuild neither.
+Calculators (:meth:`~tdphonon.potentials.PotentialSpec.calculator`) and the symmetry basis
+of the force-constant fit are cached per process: consecutive iteration jobs on one worker
+rebuild neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from jobflow import CURRENT_JOB, Job, JobConfig, Response, job
-from pymatgen.core import Lattice, Structure
+from monty.json import MSONable
+from pymatgen.core import Structure
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.dos import PhononDos
 
 from tdphonon import __version__
 from tdphonon.fitting import ForceConstantFitter
 from tdphonon.harmonic import harmonic_force_constants
-from tdphonon.jobs.common import field_value, get_force_calculator, progress_enabled
-from tdphonon.phonons import IMAGINARY_TOLERANCE, labelled_qpoints, phonon_spectrum
-from tdphonon.potentials import NonFiniteForcesError
+from tdphonon.jobs.common import field_value
+from tdphonon.phonons import (
+    frequency_shifts,
+    labelled_qpoints,
+    phonon_doc_force_constants,
+    phonon_spectrum,
+)
+from tdphonon.potentials import NonFiniteForcesError, PotentialSpec
+from tdphonon.potentials.spec import is_output_reference
 from tdphonon.schemas import (
     HarmonicPhononDoc,
     JobFailureDoc,
@@ -62,7 +71,6 @@ from tdphonon.sscha import (
     SSCHAResult,
     SSCHASettings,
     SSCHAState,
-    supercell_atoms,
 )
 from tdphonon.structures import (
     StructureError,
@@ -70,17 +78,21 @@ from tdphonon.structures import (
     make_phonopy,
     primitive_nac_params,
     standard_primitive,
+    supercell_atoms,
 )
 
 if TYPE_CHECKING:
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
     from jobflow import JobStore
-    from numpy.typing import ArrayLike, NDArray
+    from numpy.typing import ArrayLike
     from phonopy import Phonopy
 
 
 __all__ = [
     "MATERIAL_FAILURES",
+    "HarmonicReference",
     "SSCHADivergenceError",
+    "default_relax_maker",
     "harmonic_job",
     "phonon_doc_force_constants",
     "relax_job",
@@ -128,6 +140,66 @@ MATERIAL_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+@dataclass
+class HarmonicReference(MSONable):
+    """What every SSCHA iteration of a crystal takes from its harmonic job.
+
+    The same for all temperatures and iterations; in a flow its fields are references to
+    the harmonic job's output (:meth:`from_harmonic`), resolved when an iteration runs.
+
+    Parameters
+    ----------
+    structure : Structure
+        Standard primitive cell (of the harmonic document).
+    supercell_matrix : list of list of int
+        Its supercell matrix (phonopy convention).
+    reference_energy : float
+        Energy of the undisplaced supercell, eV.
+    reference_forces : array-like, shape (N, 3)
+        Its forces, eV/Å.
+    labelled_frequencies : dict
+        Harmonic frequencies at the labelled points, THz (for the shifts).
+    has_imaginary_modes : bool
+        Whether the harmonic phonons are unstable (for ``stabilised``).
+    nac_params : dict, optional
+        NAC parameters per site of ``structure`` (the harmonic document's ``nac_params``):
+        LO-TO splitting in the final band structure, DOS and labelled frequencies. The
+        SSCHA itself works on commensurate modes, where they do not enter.
+    """
+
+    structure: Structure
+    supercell_matrix: list[list[int]]
+    reference_energy: float
+    reference_forces: ArrayLike
+    labelled_frequencies: dict[str, list[float]]
+    has_imaginary_modes: bool
+    nac_params: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.structure, dict):
+            self.structure = Structure.from_dict(self.structure)
+
+    @classmethod
+    def from_harmonic(cls, harmonic: Any, nac: bool = True) -> HarmonicReference:
+        """From a :class:`~tdphonon.schemas.HarmonicPhononDoc`, its dict or OutputReference.
+
+        Parameters
+        ----------
+        harmonic : HarmonicPhononDoc, dict or OutputReference
+            The harmonic job's output.
+        nac : bool
+            Take its ``nac_params`` (else no NAC in the results).
+        """
+        fields = [f.name for f in dataclasses.fields(cls)]
+        values = {name: field_value(harmonic, name) for name in fields if name != "nac_params"}
+        return cls(**values, nac_params=field_value(harmonic, "nac_params") if nac else None)
+
+    def compact(self) -> HarmonicReference:
+        """The same with the forces as nested lists (small, JSON-ready job inputs)."""
+        forces = np.asarray(self.reference_forces, dtype=float).tolist()
+        return dataclasses.replace(self, reference_forces=forces)
+
+
 def _failure_response(
     stage: str,
     error: BaseException,
@@ -165,242 +237,118 @@ def _cached_fitter(structure_json: str, supercell_matrix: tuple) -> ForceConstan
 # -- relaxation ---------------------------------------------------------------------------------
 
 
+def default_relax_maker() -> ForceFieldRelaxMaker:
+    """The relaxation before the phonons: atomate2's force-field relaxation, space group kept.
+
+    ``FixSymmetry`` (symprec 1e-3 Å) keeps the standard primitive setting of the input; the
+    cell relaxes too; BFGS to forces (and stresses, through the cell filter) below 1e-3 eV/Å,
+    at most 1000 steps. :func:`relax_job` sets its potential.
+    """
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    return ForceFieldRelaxMaker(
+        name="relax",
+        relax_cell=True,
+        fix_symmetry=True,
+        symprec=1e-3,
+        steps=1000,
+        optimizer_kwargs={"optimizer": "BFGS"},
+        relax_kwargs={"fmax": 1e-3, "final_atoms_object_file": None},
+    )
+
+
 def relax_job(
     structure: Structure,
-    model: str | None = None,
-    device: str = "auto",
-    batch_size: int = 16,
-    fmax: float = 1e-3,
-    relax_cell: bool = True,
-    steps: int = 1000,
+    potential: PotentialSpec | None = None,
+    maker: ForceFieldRelaxMaker | None = None,
 ) -> Job:
-    """Symmetry-preserving relaxation with tdphonon's potential, as an atomate2 job.
+    """Relaxation with tdphonon's potential, as atomate2's own job.
 
     atomate2's ``ForceFieldRelaxMaker`` accepts any ASE calculator through a
-    ``calculator_meta`` dict naming a callable (``force_field_name={"@module": ...,
-    "@callable": ...}``) with ``calculator_kwargs``. Pointing it at :func:`ase_calculator`
-    gives it tdphonon's correctly loaded potential (legacy matgl weights fixed, cached per
-    process), so the relaxation is atomate2's own job and output
-    (``ForceFieldTaskDocument``, final structure in ``.structure``) rather than a
-    tdphonon-specific one. ``FixSymmetry`` keeps the space group, so the standard primitive
-    setting of the input survives.
+    ``force_field_name`` dict naming a callable (``{"@module": ..., "@callable": ...}``)
+    with ``calculator_kwargs``. Pointing it at :func:`tdphonon.potentials.ase_calculator`
+    (with the fields of ``potential``) gives it tdphonon's correctly loaded potential
+    (legacy matgl weights fixed, cached per process), so the relaxation is atomate2's own
+    job and output (``ForceFieldTaskDocument``, final structure in ``.structure``).
 
     Parameters
     ----------
     structure : Structure
         Structure to relax (the standard primitive cell).
-    model, device, batch_size
-        Potential, see :func:`get_force_calculator`.
-    fmax : float
-        Force (and stress, through the cell filter) criterion, eV/Å.
-    relax_cell : bool
-        Relax the lattice too.
-    steps : int
-        Maximum optimiser steps.
+    potential : PotentialSpec, optional
+        The potential (resolved, see :meth:`PotentialSpec.resolve`); default:
+        :func:`~tdphonon.potentials.default_model` on the worker.
+    maker : ForceFieldRelaxMaker, optional
+        Its settings (criterion, steps, cell, symmetry); its force field is replaced by
+        ``potential``. Default: :func:`default_relax_maker`.
 
     Returns
     -------
     Job
         atomate2 force-field relaxation job.
     """
-    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
-    from jobflow import OutputReference
-
-    if isinstance(model, OutputReference):
+    potential = potential or PotentialSpec()
+    maker = maker or default_relax_maker()
+    if is_output_reference(potential.model):
         # The Maker's settings are not job inputs, so jobflow would not resolve a reference
         # held there: make the atomate2 job once the model exists.
-        job = relax_with_model_job(structure, model, device, batch_size, fmax, relax_cell, steps)
-        job.name = "relax"
+        job = relax_with_model_job(structure, potential, maker)
+        job.name = maker.name
         return job
-    maker = ForceFieldRelaxMaker(
-        name="relax",
-        force_field_name={"@module": "tdphonon.jobs.common", "@callable": "ase_calculator"},
+    maker = dataclasses.replace(
+        maker,
+        force_field_name={"@module": "tdphonon.potentials", "@callable": "ase_calculator"},
         calculator_kwargs={
-            "model": _model_argument(model),
-            "device": device,
-            "batch_size": batch_size,
+            "model": potential.model_string(),
+            "device": potential.device,
+            "batch_size": potential.batch_size,
         },
-        relax_cell=relax_cell,
-        fix_symmetry=True,
-        symprec=1e-3,
-        steps=steps,
-        optimizer_kwargs={"optimizer": "BFGS"},
-        relax_kwargs={"fmax": fmax, "final_atoms_object_file": None},
     )
     return maker.make(structure)
 
 
-def _model_argument(model: Any) -> str | None:
-    """A model as a plain string for atomate2's calculator kwargs (stored models as URIs)."""
-    from tdphonon.jobs.finetune import as_stored_model
-
-    stored = as_stored_model(model) if model is not None else None
-    if stored is not None:
-        return stored.uri
-    return None if model is None else str(model)
-
-
 @job(config=JobConfig(expose_store=True))
 def relax_with_model_job(
-    structure: Structure,
-    model: Any,
-    device: str,
-    batch_size: int,
-    fmax: float,
-    relax_cell: bool,
-    steps: int,
+    structure: Structure, potential: PotentialSpec, maker: ForceFieldRelaxMaker
 ) -> Response:
     """:func:`relax_job` for a model that is the output of an earlier job (fine-tuning).
 
     Fetches the model (into the local model cache, checked against its hash) and replaces
     itself by atomate2's relaxation job with it.
     """
-    get_force_calculator(model, device, batch_size)
-    return Response(
-        replace=relax_job(
-            structure, _model_argument(model), device, batch_size, fmax, relax_cell, steps
-        )
-    )
+    potential.calculator()
+    potential = dataclasses.replace(potential, model=potential.model_string())
+    return Response(replace=relax_job(structure, potential, maker))
 
 
 # -- harmonic phonons ---------------------------------------------------------------------------
 
 
-def _match_atoms(
-    ours: NDArray[np.float64],
-    numbers: NDArray[np.int_],
-    theirs: NDArray[np.float64],
-    their_numbers: NDArray[np.int_],
-    lattice: NDArray[np.float64],
-    tolerance: float,
-) -> NDArray[np.int_] | None:
-    """Index in ``ours`` of each atom of ``theirs`` (Cartesian, same cell) up to a shift."""
-    inverse = np.linalg.inv(lattice)
-    f_ours, f_theirs = ours @ inverse, theirs @ inverse
-    n = len(ours)
-    for k in np.flatnonzero(numbers == their_numbers[0]):
-        diff = f_theirs[:, None, :] + (f_ours[k] - f_theirs[0]) - f_ours[None, :, :]
-        diff -= np.round(diff)
-        distance = np.linalg.norm(diff @ lattice, axis=-1)
-        match = distance.argmin(axis=1)
-        if (
-            distance[np.arange(n), match].max() < tolerance
-            and len(set(match.tolist())) == n
-            and np.array_equal(numbers[match], their_numbers)
-        ):
-            return match
-    return None
-
-
-def phonon_doc_force_constants(
-    phonon_doc: Any, tolerance: float = 0.05
-) -> tuple[Structure, NDArray[np.int_], NDArray[np.float64]]:
-    """Force constants of an atomate2 ``PhononBSDOSDoc`` in tdphonon's setting.
-
-    atomate2 stores full force constants of the phonopy supercell of
-    ``(doc.structure, doc.supercell_matrix)`` (phonopy convention), in the Cartesian frame
-    and atom order of that structure, which may be a conventional or rotated cell.
-    tdphonon works on the standard primitive cell: this finds the supercell of the
-    standard primitive that is the same crystal (lattice mapping with rotation, then atoms
-    up to a translation) and rotates and reorders the force constants onto it.
-
-    Parameters
-    ----------
-    phonon_doc : PhononBSDOSDoc or dict
-        Needs ``structure``, ``supercell_matrix`` and ``force_constants`` (atomate2's
-        ``store_force_constants=True``, the default).
-    tolerance : float
-        Largest atomic position mismatch accepted, Å.
-
-    Returns
-    -------
-    structure : Structure
-        Standard primitive cell.
-    supercell_matrix : ndarray, shape (3, 3)
-        Its supercell matrix (phonopy convention, as :func:`~tdphonon.structures.make_phonopy`).
-    force_constants : ndarray, shape (N, N, 3, 3)
-        Full force constants of that supercell, eV/Å².
-    """
-    structure = field_value(phonon_doc, "structure")
-    matrix = field_value(phonon_doc, "supercell_matrix")
-    force_constants = field_value(phonon_doc, "force_constants")
-    if structure is None or matrix is None or force_constants is None:
-        raise ValueError(
-            "the phonon document needs structure, supercell_matrix and force_constants "
-            "(atomate2 PhononMaker with store_force_constants=True)"
-        )
-    if isinstance(structure, dict):
-        structure = Structure.from_dict(structure)
-    if not isinstance(force_constants, (list, np.ndarray)):  # atomate2 ForceConstants
-        force_constants = field_value(force_constants, "force_constants")
-    force_constants = np.asarray(force_constants, dtype=float)
-    theirs = make_phonopy(structure, matrix).supercell
-    n_atoms = len(theirs)
-    if force_constants.shape != (n_atoms, n_atoms, 3, 3):
-        raise ValueError(
-            f"force constants of shape {force_constants.shape} do not match the "
-            f"{n_atoms}-atom supercell: full supercell force constants are needed"
-        )
-    primitive = standard_primitive(structure)
-    mappings = primitive.lattice.find_all_mappings(Lattice(theirs.cell), ltol=1e-3, atol=0.5)
-    # the least rotated candidate first: an unrotated cell keeps its frame and matrix
-    for aligned, rotation, scale in sorted(
-        mappings, key=lambda m: float(np.linalg.norm(m[1] - np.eye(3)))
-    ):
-        if np.linalg.det(scale) < 0:
-            continue
-        # rows: doc frame = our frame @ rotation; orthogonalise against round-off
-        u, _, vt = np.linalg.svd(rotation)
-        rotation = u @ vt
-        supercell_matrix = np.round(scale).astype(int).T  # pymatgen rows -> phonopy columns
-        ours = make_phonopy(primitive, supercell_matrix).supercell
-        if not np.allclose(ours.cell, aligned.matrix, atol=1e-3 * np.abs(aligned.matrix).max()):
-            continue
-        match = _match_atoms(
-            ours.positions,
-            ours.numbers,
-            theirs.positions @ rotation.T,
-            theirs.numbers,
-            ours.cell,
-            tolerance,
-        )
-        if match is None:
-            continue
-        result = np.empty_like(force_constants)
-        result[np.ix_(match, match)] = np.einsum(
-            "ab,ijbc,dc->ijad", rotation, force_constants, rotation
-        )
-        return primitive, supercell_matrix, result
-    raise StructureError(
-        "could not map the supercell of the phonon document of "
-        f"{structure.composition.reduced_formula} onto a supercell of its standard primitive cell"
-    )
-
-
 @job(data=HARMONIC_DATA)
 def harmonic_job(
     structure: Structure | None = None,
-    model: str | None = None,
-    device: str = "auto",
-    batch_size: int = 16,
+    potential: PotentialSpec | None = None,
     supercell_matrix: ArrayLike | None = None,
     min_length: float = 10.0,
     displacement: float = 0.01,
     phonon_doc: Any = None,
     nac_params: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> HarmonicPhononDoc:
     """Harmonic phonons of the standard primitive cell with the potential.
 
     Either finite displacements of ``structure`` (symfc fit), or the force constants of an
-    atomate2 ``phonon_doc`` (see :func:`phonon_doc_force_constants`), in which case only
-    the undisplaced supercell is evaluated (its energy and forces are the SSCHA reference).
+    atomate2 ``phonon_doc`` (see :func:`~tdphonon.phonons.phonon_doc_force_constants`), in
+    which case only the undisplaced supercell is evaluated (its energy and forces are the
+    SSCHA reference).
 
     Parameters
     ----------
     structure : Structure, optional
         Crystal (made standard primitive here); not used with ``phonon_doc``.
-    model, device, batch_size
-        Potential, see :func:`get_force_calculator`.
+    potential : PotentialSpec, optional
+        The potential (:meth:`PotentialSpec.calculator`); default:
+        :func:`~tdphonon.potentials.default_model`.
     supercell_matrix : array-like, optional
         Supercell of the standard primitive cell; chosen from ``min_length`` if None.
     min_length : float
@@ -414,6 +362,8 @@ def harmonic_job(
         ``phonon_doc``), dielectric tensor and optional unit factor
         (:func:`tdphonon.structures.read_born`): the non-analytical term correction
         (LO-TO splitting) of the band structure, DOS and labelled frequencies.
+    progress : bool
+        Show a progress bar of the force evaluations.
 
     Returns
     -------
@@ -422,39 +372,38 @@ def harmonic_job(
         (:data:`MATERIAL_FAILURES`, e.g. NaN forces), a ``Response`` whose output is a
         :class:`~tdphonon.schemas.JobFailureDoc` and that stops the SSCHA jobs.
     """
+    potential = potential or PotentialSpec()
     try:
         return _harmonic_doc(
             structure,
-            model,
-            device,
-            batch_size,
+            potential,
             supercell_matrix,
             min_length,
             displacement,
             phonon_doc,
             nac_params,
+            progress,
         )
     except MATERIAL_FAILURES as error:
         if structure is None and phonon_doc is not None:
             structure = field_value(phonon_doc, "structure")
             if isinstance(structure, dict):
                 structure = Structure.from_dict(structure)
-        return _failure_response("harmonic", error, structure, model=model)
+        return _failure_response("harmonic", error, structure, model=potential.model_string())
 
 
 def _harmonic_doc(
     structure: Structure | None,
-    model: str | None,
-    device: str,
-    batch_size: int,
+    potential: PotentialSpec,
     supercell_matrix: ArrayLike | None,
     min_length: float,
     displacement: float,
     phonon_doc: Any,
-    nac_params: dict[str, Any] | None = None,
+    nac_params: dict[str, Any] | None,
+    progress: bool,
 ) -> HarmonicPhononDoc:
     """Body of :func:`harmonic_job` (same parameters)."""
-    calculator = get_force_calculator(model, device, batch_size)
+    calculator = potential.calculator()
     if phonon_doc is not None:
         if nac_params is not None:
             doc_structure = field_value(phonon_doc, "structure")
@@ -484,9 +433,7 @@ def _harmonic_doc(
             settings = {"min_length": None}
         phonon = make_phonopy(primitive, supercell_matrix)
         matrix = np.asarray(phonon.supercell_matrix, dtype=int)
-        result = harmonic_force_constants(
-            phonon, calculator, displacement, progress=progress_enabled()
-        )
+        result = harmonic_force_constants(phonon, calculator, displacement, progress=progress)
         force_constants = result.force_constants
         displacements, displaced_forces = result.displacements, result.forces
         reference_energy, reference_forces = result.reference_energy, result.reference_forces
@@ -574,32 +521,18 @@ def _load_state(store: JobStore, continuation: SSCHAContinuation) -> SSCHAState:
     )
 
 
-def _frequency_shifts(
-    frequencies: dict[str, list[float]], harmonic: dict[str, list[float]]
-) -> tuple[dict[str, list[float]], float]:
-    shifts, kept = {}, []
-    for label, values in frequencies.items():
-        if label not in harmonic:
-            continue
-        reference = np.asarray(harmonic[label])
-        shift = np.asarray(values) - reference
-        shifts[label] = shift.tolist()
-        kept.extend(shift[np.abs(reference) > abs(IMAGINARY_TOLERANCE)].tolist())
-    return shifts, float(np.mean(kept)) if kept else 0.0
-
-
 def _temperature_doc(
     phonon: Phonopy,
-    structure: Structure,
-    supercell_matrix: list[list[int]],
+    harmonic: HarmonicReference,
     result: SSCHAResult,
     final_iteration: SSCHAIterationDoc,
-    harmonic_labelled_frequencies: dict[str, list[float]],
-    harmonic_has_imaginary_modes: bool,
     warm_start: str,
     model_provenance: dict[str, Any],
-    nac_params: dict[str, Any] | None = None,
 ) -> SSCHATemperatureDoc:
+    structure, supercell_matrix = harmonic.structure, harmonic.supercell_matrix
+    nac_params = harmonic.nac_params
+    harmonic_labelled_frequencies = harmonic.labelled_frequencies
+    harmonic_has_imaginary_modes = harmonic.has_imaginary_modes
     if nac_params is not None:  # NAC for the spectrum only, not for the SSCHA itself
         phonon = make_phonopy(structure, supercell_matrix, nac_params=nac_params)
     spectrum = phonon_spectrum(phonon, result.force_constants)
@@ -611,7 +544,7 @@ def _temperature_doc(
         )
         if label in spectrum.labelled_frequencies
     }
-    shifts, mean_shift = _frequency_shifts(
+    shifts, mean_shift = frequency_shifts(
         spectrum.labelled_frequencies, harmonic_labelled_frequencies
     )
     return SSCHATemperatureDoc(
@@ -657,54 +590,36 @@ def _temperature_doc(
 
 @job(data=SSCHA_DATA, config=JobConfig(expose_store=True))
 def sscha_iteration_job(
-    structure: Structure,
-    supercell_matrix: list[list[int]],
+    harmonic: HarmonicReference,
     temperature: float,
-    reference_energy: float,
-    reference_forces: ArrayLike,
-    harmonic_labelled_frequencies: dict[str, list[float]],
-    harmonic_has_imaginary_modes: bool,
+    potential: PotentialSpec,
+    sscha_settings: dict[str, Any] | None = None,
     start_force_constants: ArrayLike | None = None,
     continuation: SSCHAContinuation | None = None,
     warm_start: str = "harmonic",
-    model: str | None = None,
-    device: str = "auto",
-    batch_size: int = 16,
-    sscha_settings: dict[str, Any] | None = None,
-    nac_params: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> Response | SSCHATemperatureDoc:
     """One SSCHA iteration; replaces itself by the next until the iterations stop.
 
     Parameters
     ----------
-    structure : Structure
-        Standard primitive cell (of the harmonic document).
-    supercell_matrix : list of list of int
-        Its supercell matrix.
+    harmonic : HarmonicReference
+        Structure, supercell, reference energy and forces, harmonic frequencies and NAC
+        parameters of the harmonic job.
     temperature : float
         Temperature, K.
-    reference_energy : float
-        Energy of the undisplaced supercell, eV.
-    reference_forces : array-like, shape (N, 3)
-        Its forces, eV/Å.
-    harmonic_labelled_frequencies : dict
-        Harmonic frequencies at the labelled points, THz (for the shifts).
-    harmonic_has_imaginary_modes : bool
-        Whether the harmonic phonons are unstable (for ``stabilised``).
+    potential : PotentialSpec
+        The potential (:meth:`PotentialSpec.calculator`).
+    sscha_settings : dict, optional
+        Keyword arguments of :class:`~tdphonon.sscha.SSCHASettings`.
     start_force_constants : array-like, optional
         Starting force constants (first iteration only), eV/Å².
     continuation : SSCHAContinuation, optional
         State left by the previous iteration (all later iterations).
     warm_start : str
         Where ``start_force_constants`` came from, recorded in the result.
-    model, device, batch_size
-        Potential, see :func:`get_force_calculator`.
-    sscha_settings : dict, optional
-        Keyword arguments of :class:`~tdphonon.sscha.SSCHASettings`.
-    nac_params : dict, optional
-        NAC parameters per site of ``structure`` (the harmonic document's ``nac_params``):
-        LO-TO splitting in the final band structure, DOS and labelled frequencies. The
-        SSCHA itself works on commensurate modes, where they do not enter.
+    progress : bool
+        Show a progress bar of the force evaluations.
 
     Returns
     -------
@@ -718,47 +633,36 @@ def sscha_iteration_job(
         raise ValueError("give either start_force_constants (first iteration) or continuation")
     try:
         return _sscha_iteration(
-            structure,
-            supercell_matrix,
+            harmonic,
             temperature,
-            reference_energy,
-            reference_forces,
-            harmonic_labelled_frequencies,
-            harmonic_has_imaginary_modes,
+            potential,
+            sscha_settings,
             start_force_constants,
             continuation,
             warm_start,
-            model,
-            device,
-            batch_size,
-            sscha_settings,
-            nac_params,
+            progress,
         )
     except MATERIAL_FAILURES as error:
         iteration = 1 if continuation is None else len(continuation.history) + 1
-        return _failure_response("sscha", error, structure, temperature, iteration, model)
+        return _failure_response(
+            "sscha", error, harmonic.structure, temperature, iteration, potential.model_string()
+        )
 
 
 def _sscha_iteration(
-    structure: Structure,
-    supercell_matrix: list[list[int]],
+    harmonic: HarmonicReference,
     temperature: float,
-    reference_energy: float,
-    reference_forces: ArrayLike,
-    harmonic_labelled_frequencies: dict[str, list[float]],
-    harmonic_has_imaginary_modes: bool,
+    potential: PotentialSpec,
+    sscha_settings: dict[str, Any] | None,
     start_force_constants: ArrayLike | None,
     continuation: SSCHAContinuation | None,
     warm_start: str,
-    model: str | None,
-    device: str,
-    batch_size: int,
-    sscha_settings: dict[str, Any] | None,
-    nac_params: dict[str, Any] | None = None,
+    progress: bool,
 ) -> Response | SSCHATemperatureDoc:
     """Body of :func:`sscha_iteration_job` (same parameters)."""
     settings = SSCHASettings(**(sscha_settings or {}))
-    calculator = get_force_calculator(model, device, batch_size)
+    calculator = potential.calculator()
+    structure, supercell_matrix = harmonic.structure, harmonic.supercell_matrix
     phonon = make_phonopy(structure, supercell_matrix)
     this = StoredOutput(uuid=CURRENT_JOB.job.uuid, index=CURRENT_JOB.job.index)
     if continuation is None:
@@ -773,14 +677,17 @@ def _sscha_iteration(
         calculator,
         temperature,
         settings,
-        reference=(float(reference_energy), np.asarray(reference_forces, dtype=float)),
+        reference=(
+            float(harmonic.reference_energy),
+            np.asarray(harmonic.reference_forces, dtype=float),
+        ),
         state=state,
         fitter=_cached_fitter(  # symfc basis, reused by later iterations on this worker
             structure.to_json(), tuple(map(tuple, np.asarray(supercell_matrix).tolist()))
         ),
         qpoints=list(labelled_qpoints(structure).values()),  # their errors are bounded too
     )
-    record = sscha.step(progress=progress_enabled())
+    record = sscha.step(progress=progress)
     state = sscha.state
     if not (
         np.isfinite([record.frequency_change, record.frequency_error, record.min_frequency]).all()
@@ -829,20 +736,13 @@ def _sscha_iteration(
     )
     if stop is None:
         following = sscha_iteration_job(
-            structure=structure,
-            supercell_matrix=supercell_matrix,
+            harmonic=harmonic.compact(),
             temperature=temperature,
-            reference_energy=reference_energy,
-            reference_forces=np.asarray(reference_forces, dtype=float).tolist(),
-            harmonic_labelled_frequencies=harmonic_labelled_frequencies,
-            harmonic_has_imaginary_modes=harmonic_has_imaginary_modes,
+            potential=potential,
+            sscha_settings=sscha_settings,
             continuation=next_state,
             warm_start=warm_start,
-            model=model,
-            device=device,
-            batch_size=batch_size,
-            sscha_settings=sscha_settings,
-            nac_params=nac_params,
+            progress=progress,
         )
         following.name = f"sscha {temperature:g} K iteration {record.iteration + 1}"
         return Response(output=iteration, replace=following)
@@ -850,13 +750,9 @@ def _sscha_iteration(
     logger.info("SSCHA %g K: %s after %d iterations", temperature, stop, record.iteration)
     return _temperature_doc(
         phonon,
-        structure,
-        supercell_matrix,
+        harmonic,
         sscha.result(),
         iteration,
-        harmonic_labelled_frequencies,
-        harmonic_has_imaginary_modes,
         warm_start,
         calculator.provenance(),
-        nac_params,
     )
