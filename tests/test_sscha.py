@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from analytic_potentials import (
@@ -52,6 +54,9 @@ def test_harmonic_potential_returns_its_own_force_constants(al_emt_phonon, tempe
     expected = np.sort(phonon.get_qpoints_dict()["frequencies"], axis=1)
     np.testing.assert_allclose(result.qpoint_frequencies, expected, atol=1e-5)
     np.testing.assert_allclose(result.qpoint_frequency_errors, 0, atol=1e-5)
+    # a harmonic crystal against its own force constants: no anharmonic force at all
+    assert result.anharmonicity.sigma < 1e-6
+    assert set(result.anharmonicity.by_group) == {"Al", "Al 4a"}
     # harmonic: the free energy is the harmonic free energy, exactly, plus E0 per atom
     assert result.free_energy_error < 1e-10
 
@@ -185,7 +190,7 @@ def test_temperature_dependence_is_monotonic_within_errors(al_emt_phonon):
     phonon = al_emt_phonon
     start = phonon.force_constants.copy()
     qpoints = [[0.5, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.25, 0.75]]  # L, X, W (fcc primitive)
-    values, errors = [], []
+    values, errors, sigmas = [], [], []
     force_constants = start
     try:
         for temperature in (300, 600, 900):
@@ -194,6 +199,7 @@ def test_temperature_dependence_is_monotonic_within_errors(al_emt_phonon):
             result = sscha.run()
             assert result.converged, result.message
             assert result.qpoint_frequency_errors.max() <= sscha.settings.frequency_tolerance
+            sigmas.append((result.anharmonicity.sigma, result.anharmonicity.sigma_error))
             values.append(result.qpoint_frequencies.ravel())
             errors.append(result.qpoint_frequency_errors.ravel())
             force_constants = result.force_constants
@@ -205,3 +211,24 @@ def test_temperature_dependence_is_monotonic_within_errors(al_emt_phonon):
     turning = steps[0] * steps[1] < 0
     assert np.all(np.minimum(abs(steps[0]), abs(steps[1]))[turning] <= 2 * step_errors[0][turning])
     assert np.abs(steps).max() > 0.1  # the renormalisation with T is resolved
+    # sigma^A (against the effective force constants) grows with T, beyond its errors
+    for (low, low_error), (high, high_error) in pairwise(sigmas):
+        assert 0 < low < high and high - low > 2 * np.hypot(low_error, high_error), sigmas
+
+
+def test_anharmonicity_score_exact_cases():
+    from tdphonon.anharmonicity import anharmonicity_score
+
+    rng = np.random.default_rng(0)
+    n_atoms = 4
+    matrix = rng.normal(size=(3 * n_atoms, 3 * n_atoms))
+    force_constants = (matrix @ matrix.T).reshape(n_atoms, 3, n_atoms, 3).transpose(0, 2, 1, 3)
+    displacements = rng.normal(scale=0.05, size=(10, n_atoms, 3))
+    harmonic = -np.einsum("ijab,njb->nia", force_constants, displacements)
+    groups = ["A", "A", "B", "B"]
+    exact = anharmonicity_score(displacements, harmonic, force_constants, groups=groups)
+    assert exact.sigma < 1e-12 and max(exact.by_group.values()) < 1e-12
+    # forces twice the harmonic ones: F - F2 = F / 2 everywhere, sigma^A = 1/2 exactly
+    doubled = anharmonicity_score(displacements, 2 * harmonic, force_constants, groups=groups)
+    assert doubled.sigma == pytest.approx(0.5) and doubled.sigma_error < 1e-12
+    assert doubled.by_group == pytest.approx({"A": 0.5, "B": 0.5})

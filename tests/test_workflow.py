@@ -121,6 +121,9 @@ def test_flow_outputs(al_run):
         assert len(doc["commensurate_frequencies"]) == 3 * 32 - 3
         assert doc["free_energy"] is not None and doc["free_energy_error"] >= 0
         assert doc["free_energy_note"] == "ok"
+        # sigma^A from the stored ensemble: EMT Al is anharmonic, per element = overall
+        assert 0 < doc["sigma_a"] < 1 and doc["sigma_a_error"] < 0.2 * doc["sigma_a"]
+        assert doc["sigma_a_by_group"]["Al"] == pytest.approx(doc["sigma_a"])
         excluding = doc["min_frequency_excluding_acoustic_pockets"]
         assert doc["has_imaginary_modes"] == (excluding < -0.05)  # the stated rule
         assert doc["min_frequency"] <= excluding
@@ -256,7 +259,9 @@ def test_bad_inputs_fail_when_the_flow_is_made():
     with pytest.raises(UnsupportedElementError, match="Si"):
         maker.make(silicon)
     with pytest.raises(ValueError, match="unknown SSCHA setting"):
-        SSCHAMaker(model="emt", sscha_settings={"tolerance": 0.1}).make(conventional_al())
+        SSCHAMaker(model="emt", sscha_settings={"tolerance": 0.1})  # checked when made
+    with pytest.raises(ValueError, match="frequency_tolerance must be positive"):
+        SSCHAMaker(model="emt", sscha_settings={"frequency_tolerance": -1})
     with pytest.raises(ValueError, match="above 0 K"):
         SSCHAMaker(model="emt", sscha_settings={"statistics": "classical"}).make(
             conventional_al(), temperatures=[0, 300]

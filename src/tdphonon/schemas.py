@@ -428,6 +428,17 @@ class SSCHATemperatureDoc(Document):
         None, description="SSCHA free energy, eV/atom (None when undefined)"
     )
     free_energy_error: float | None = Field(None, description="Its standard error, eV/atom")
+    sigma_a: float | None = Field(
+        None,
+        description="Anharmonicity score sigma^A (Knoop et al. 2020) of the final ensemble "
+        "against the renormalised force constants: RMS of the forces they do not explain over "
+        "the RMS force (0 for a harmonic crystal)",
+    )
+    sigma_a_error: float | None = Field(None, description="Its standard error (bootstrap)")
+    sigma_a_by_group: dict[str, float] = Field(
+        default_factory=dict,
+        description="sigma^A of the atoms of each element ('O') and Wyckoff site ('O 3c')",
+    )
     free_energy_note: str = Field(description="'ok' or why the free energy is undefined")
     has_imaginary_modes: bool = Field(
         description="Renormalised phonons unstable at T: imaginary modes on the band path or "

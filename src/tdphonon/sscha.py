@@ -45,10 +45,11 @@ from phonopy import Phonopy
 from phonopy.harmonic.dynamical_matrix import get_dynamical_matrix
 from phonopy.physical_units import get_physical_units
 
+from tdphonon.anharmonicity import AnharmonicityScore, anharmonicity_score
 from tdphonon.fitting import ForceConstantFitter
 from tdphonon.potentials import ForceEvaluator
 from tdphonon.sampling import Statistics, ThermalDistribution, translation_complement
-from tdphonon.structures import supercell_atoms
+from tdphonon.structures import supercell_atoms, wyckoff_labels
 
 
 @dataclass
@@ -237,7 +238,8 @@ class SSCHAResult:
     ``qpoint_frequencies`` and ``qpoint_frequency_errors`` (``(n_q, 3 n_p)``, THz, ascending
     per q-point) at the requested ``qpoints``; ``free_energy`` and its error are in eV/atom
     (``None`` when the force constants have imaginary modes, in which case
-    ``free_energy_note`` says so).
+    ``free_energy_note`` says so); ``anharmonicity`` is sigma^A of the final ensemble
+    against ``force_constants`` (:meth:`SSCHA.anharmonicity`).
     """
 
     temperature: float
@@ -256,6 +258,7 @@ class SSCHAResult:
     qpoints: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)))
     qpoint_frequencies: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     qpoint_frequency_errors: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    anharmonicity: AnharmonicityScore | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready scalars of the result."""
@@ -650,6 +653,31 @@ class SSCHA:
         free_energy = self.reference_energy / self.n_atoms + harmonic_per_atom + mean
         return free_energy, error, "ok"
 
+    def anharmonicity(self, force_constants: NDArray[np.float64]) -> AnharmonicityScore:
+        """sigma^A (Knoop et al. 2020) of the ensemble against ``force_constants``.
+
+        The snapshots in use, reweighted to the thermal distribution of ``force_constants``
+        (no new force evaluation), by element and by Wyckoff site too
+        (:func:`tdphonon.anharmonicity.anharmonicity_score`). With the SSCHA's effective
+        force constants it measures what even the renormalised harmonic model misses; with
+        the harmonic ones, the anharmonicity of the thermal forces.
+        """
+        weights = np.concatenate(self.weights(self.distribution(force_constants)))
+        displacements = np.concatenate([p.displacements for p in self.state.populations])
+        forces = np.concatenate([p.forces - self.reference_forces for p in self.state.populations])
+        seed = self.settings.seed
+        scores = [
+            anharmonicity_score(displacements, forces, force_constants, weights, groups, seed=seed)
+            for groups in (list(self.phonon.supercell.symbols), wyckoff_labels(self.phonon))
+        ]
+        by_element, by_site = scores
+        return AnharmonicityScore(
+            sigma=by_element.sigma,
+            sigma_error=by_element.sigma_error,
+            by_group={**by_element.by_group, **by_site.by_group},
+            by_group_error={**by_element.by_group_error, **by_site.by_group_error},
+        )
+
     def result(self) -> SSCHAResult:
         """Result of the iterations done so far."""
         state = self.state
@@ -685,4 +713,5 @@ class SSCHA:
             qpoints=self.qpoints.copy(),
             qpoint_frequencies=qpoint_frequencies,
             qpoint_frequency_errors=errors[n_commensurate:].reshape(qpoint_frequencies.shape),
+            anharmonicity=self.anharmonicity(final),
         )

@@ -669,3 +669,26 @@ def primitive_nac_params(
     result["born"] = born.tolist()
     result["dielectric"] = (rotation @ checked["dielectric"] @ rotation.T).tolist()
     return result
+
+
+def wyckoff_labels(phonon: Phonopy) -> list[str]:
+    """Element and Wyckoff position of every supercell atom of ``phonon``, e.g. ``"O 3c"``.
+
+    From spglib's analysis of the primitive cell (multiplicity counted in the conventional
+    standard cell); symmetry-inequivalent orbits that share a label get ``#2``, ``#3``, ...
+    """
+    dataset = phonon.primitive_symmetry.dataset
+    primitive = phonon.primitive
+    orbit = np.asarray(dataset.equivalent_atoms)
+    to_spglib = np.asarray(dataset.mapping_to_primitive)  # input atom -> spglib primitive atom
+    spglib_orbit = {int(p): int(orbit[i]) for i, p in enumerate(to_spglib)}
+    std_orbits = [spglib_orbit[int(p)] for p in dataset.std_mapping_to_primitive]
+    labels: dict[int, str] = {}
+    for i in range(len(primitive)):
+        key = int(orbit[i])
+        if key not in labels:
+            label = f"{primitive.symbols[i]} {std_orbits.count(key)}{dataset.wyckoffs[i]}"
+            same = sum(1 for v in labels.values() if v.split("#")[0] == label)
+            labels[key] = label if same == 0 else f"{label}#{same + 1}"
+    p2p, s2p = primitive.p2p_map, primitive.s2p_map
+    return [labels[int(orbit[p2p[s]])] for s in s2p]

@@ -28,6 +28,7 @@ from tdphonon.structures import (
     check_structure,
     primitive_supercell_matrix,
     standard_primitive,
+    supercell_matrix_array,
 )
 
 __all__ = ["SSCHAConductivityMaker", "ThermalConductivityMaker", "run_conductivity_flow"]
@@ -99,6 +100,15 @@ class ThermalConductivityMaker(Maker):
     born_charges: list | None = None
     dielectric: list | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check the settings when the Maker is made (atomate2 style), not in the jobs."""
+        self.settings()
+        self.fc3_settings()
+        if (self.born_charges is None) != (self.dielectric is None):
+            raise ValueError("NAC needs both born_charges and dielectric")
+        if self.fc3_supercell_matrix is not None:
+            supercell_matrix_array(self.fc3_supercell_matrix, name="fc3_supercell_matrix")
 
     def settings(self) -> dict[str, Any]:
         """Validated :class:`~tdphonon.conductivity.ConductivitySettings` as a dict."""
@@ -191,8 +201,6 @@ class ThermalConductivityMaker(Maker):
         else:
             potential = potential.resolve()
         nac = {"born_charges": self.born_charges, "dielectric": self.dielectric}
-        if (self.born_charges is None) != (self.dielectric is None):
-            raise ValueError("NAC needs both born_charges and dielectric")
 
         fc3 = fc3_job(
             structure,

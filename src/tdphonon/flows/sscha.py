@@ -29,6 +29,7 @@ from tdphonon.structures import (
     primitive_nac_params,
     primitive_supercell_matrix,
     standard_primitive,
+    supercell_matrix_array,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +105,18 @@ class SSCHAMaker(Maker):
     sscha_settings: dict[str, Any] = field(default_factory=dict)
     born: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        """Check the settings when the Maker is made (atomate2 style), not in the jobs."""
+        self._settings()
+        if self.supercell_matrix is not None:
+            supercell_matrix_array(self.supercell_matrix)
+        elif self.min_length < MIN_IMAGE_DISTANCE:
+            raise StructureError(
+                f"min_length {self.min_length} Å is too small (at least {MIN_IMAGE_DISTANCE} Å)"
+            )
+        if self.displacement <= 0:
+            raise ValueError(f"displacement must be positive (Å), got {self.displacement}")
+
     def make(
         self,
         structure: Structure | None = None,
@@ -146,10 +159,6 @@ class SSCHAMaker(Maker):
         if self.supercell_matrix is not None:
             supercell_matrix = primitive_supercell_matrix(structure, self.supercell_matrix)
             check_supercell(primitive, supercell_matrix)
-        elif self.min_length < MIN_IMAGE_DISTANCE:
-            raise StructureError(
-                f"min_length {self.min_length} Å is too small (at least {MIN_IMAGE_DISTANCE} Å)"
-            )
         jobs: list[Job] = []
         source: Structure | OutputReference = primitive
         if self.relax_maker is not None:
@@ -250,15 +259,16 @@ class SSCHAMaker(Maker):
         flow.update_metadata({"temperatures": temperatures})
         return flow
 
+    def _settings(self) -> SSCHASettings:
+        """``sscha_settings`` as the checked :class:`~tdphonon.sscha.SSCHASettings`."""
+        valid = [f.name for f in dataclasses.fields(SSCHASettings)]
+        unknown = sorted(set(self.sscha_settings) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown SSCHA setting(s) {unknown}; valid: {', '.join(valid)}")
+        return SSCHASettings(**self.sscha_settings)
+
     def _check_inputs(self, temperatures: Sequence[float]) -> tuple[list[float], dict[str, Any]]:
-        try:
-            settings = SSCHASettings(**self.sscha_settings)
-        except TypeError:
-            valid = [f.name for f in dataclasses.fields(SSCHASettings)]
-            unknown = sorted(set(self.sscha_settings) - set(valid))
-            raise ValueError(
-                f"unknown SSCHA setting(s) {unknown}; valid: {', '.join(valid)}"
-            ) from None
+        settings = self._settings()
         return check_temperatures(temperatures, settings.statistics), dataclasses.asdict(settings)
 
     def potential(self, structure: Structure | None = None) -> PotentialSpec:
