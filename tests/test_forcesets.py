@@ -10,9 +10,11 @@ import pytest
 from tdphonon.forcesets import (
     ForceSet,
     ForceSetError,
+    iter_force_sets,
     read_extxyz,
     read_force_sets,
     read_phono3py,
+    read_phonondb,
     read_phonopy,
     split_by_compound,
     write_extxyz,
@@ -236,3 +238,234 @@ def test_jobstore_round_trip(tmp_path, nacl):
     assert read_jobstore(store, formula="NaCl")[0].name == "NaCl"
     with pytest.raises(ForceSetError, match="no atomate2 phonon document"):
         read_jobstore(store, formula="MgO")
+
+
+# ---------------------------------------------------------------------------------------------
+# phonondb archives (../shared/data/phonondb)
+# ---------------------------------------------------------------------------------------------
+
+#: Na2S (polar, BORN, F-centred: PRIMITIVE_AXIS), Sc2S3 (no BORN), NaBrO3 (BORN, no
+#: PRIMITIVE_AXIS: the unit cell is primitive).
+PHONONDB_ARCHIVES = (
+    "materials-id-648-na2s-fm-3m-225.tar.lzma",
+    "materials-id-401-sc2s3-fddd-70.tar.lzma",
+    "materials-id-23339-nabro3-p2-13-198.tar.lzma",
+)
+
+
+@pytest.fixture(scope="module")
+def phonondb(data):
+    import csv
+
+    folder = data / "phonondb"
+    if not (folder / "index.csv").is_file():
+        pytest.skip(f"phonondb data not found at {folder} (set TDPHONON_SHARED)")
+    index = {row["archive"]: row for row in csv.DictReader((folder / "index.csv").open())}
+    return folder / "archives", index
+
+
+def _extract(archive, where):
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        tar.extractall(where, filter="data")
+    (folder,) = where.iterdir()
+    return folder
+
+
+@pytest.mark.parametrize("archive", PHONONDB_ARCHIVES)
+def test_phonondb_archive_matches_index_phonopy_and_its_folder(archive, phonondb, tmp_path):
+    from fractions import Fraction
+
+    import phonopy
+
+    archives, index = phonondb
+    row = index[archive]
+    fs = read_phonondb(archives / archive)
+    assert fs.name == f"{row['mpid']}-{row['formula']}"
+    assert len(fs.reference) == int(row["nat_super"]) and len(fs) == int(row["n_disp"])
+    assert len(fs.unitcell) == int(row["nat_unit"])
+    assert (fs.nac_params is not None) == (row["nac"] == "1")
+    assert fs.n_energies == 0 and fs.n_stresses == 0  # forces only, none invented
+    provenance = fs.metadata["provenance"]
+    assert provenance["database"] == "phonondb" and provenance["release"] == "2018-04-17"
+    assert provenance["functional"] == "PBEsol" and provenance["license"] == "CC-BY-4.0"
+    assert "Togo" in provenance["citation"] and provenance["mp_id"] == row["mpid"]
+    assert fs.summary()["provenance"]["mp_id"] == row["mpid"]
+
+    # the unpacked folder gives the same ForceSet
+    folder = _extract(archives / archive, tmp_path)
+    same = read_phonondb(folder)
+    assert same.name == fs.name and same.source == str(folder)
+    np.testing.assert_array_equal(same.supercell_matrix, fs.supercell_matrix)
+    np.testing.assert_allclose(same.primitive_matrix, fs.primitive_matrix)
+    np.testing.assert_allclose(same.reference.positions, fs.reference.positions)
+    for a, b in zip(same.forces, fs.forces, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (same.nac_params is None) == (fs.nac_params is None)
+
+    # ... and the same as phonopy.load of the unpacked files (the README's recipe)
+    conf = dict(
+        (k.strip(), v.strip())
+        for k, v in (line.split("=") for line in (folder / "phonopy.conf").read_text().splitlines())
+    )
+    born = folder / "BORN"
+    ph = phonopy.load(
+        unitcell_filename=folder / "POSCAR-unitcell",
+        supercell_matrix=[int(x) for x in conf["DIM"].split()],
+        primitive_matrix=(
+            np.array([float(Fraction(x)) for x in conf["PRIMITIVE_AXIS"].split()]).reshape(3, 3)
+            if "PRIMITIVE_AXIS" in conf
+            else np.eye(3)
+        ),
+        force_sets_filename=folder / "FORCE_SETS",
+        born_filename=born if born.is_file() else None,
+        is_nac=born.is_file(),
+        produce_fc=False,
+        log_level=0,
+    )
+    np.testing.assert_allclose(ph.supercell.positions, fs.reference.positions, atol=1e-10)
+    np.testing.assert_allclose(ph.primitive_matrix, fs.primitive_matrix)
+    for entry, atoms, forces in zip(
+        ph.dataset["first_atoms"], fs.supercells, fs.forces, strict=True
+    ):
+        np.testing.assert_allclose(forces, entry["forces"])
+        d = atoms.positions - fs.reference.positions
+        np.testing.assert_allclose(d[entry["number"]], entry["displacement"], atol=1e-10)
+    if born.is_file():
+        for key in ("born", "dielectric", "factor"):
+            np.testing.assert_allclose(fs.nac_params[key], ph.nac_params[key])
+
+
+def test_phonondb_nac_gives_lo_to_splitting(phonondb):
+    """Na2S is polar: with BORN the frequencies near Gamma change, and at Gamma approached
+    along a direction the LO mode splits from the TO modes; without it, no splitting."""
+    import dataclasses
+
+    from tdphonon.evaluation import _phonopy, dft_frequencies
+
+    archives, _ = phonondb
+    fs = read_phonondb(archives / PHONONDB_ARCHIVES[0])
+    assert fs.nac_params is not None
+    assert np.abs(fs.nac_params["born"]).max() > 0.5
+    bare = dataclasses.replace(fs, nac_params=None, metadata={})
+
+    def gamma(force_set, direction):
+        phonon = _phonopy(force_set)
+        phonon.dataset = {
+            "natom": len(force_set.reference),
+            "first_atoms": [
+                {**e, "forces": f}
+                for e, f in zip(
+                    force_set.dataset["first_atoms"], force_set.harmonic_forces(), strict=True
+                )
+            ],
+        }
+        phonon.produce_force_constants()
+        phonon.run_qpoints([[0, 0, 0]], nac_q_direction=direction)
+        return phonon.qpoints.frequencies[0]
+
+    with_nac, without = gamma(fs, [1, 0, 0]), gamma(bare, [1, 0, 0])
+    assert with_nac.max() > without.max() + 0.5  # the LO mode, THz
+    np.testing.assert_allclose(np.sort(gamma(bare, [0, 0, 1])), np.sort(without), atol=1e-6)
+    # the evaluation protocol's mesh frequencies use it too
+    f_nac, w, _ = dft_frequencies(fs)
+    f_bare, w_bare, _ = dft_frequencies(bare)
+    np.testing.assert_array_equal(w, w_bare)
+    assert np.abs(f_nac - f_bare).max() > 0.1
+
+
+def _broken_archives(archive, where):
+    """A truncated copy, an archive without FORCE_SETS, one with an unparsable phonopy.conf."""
+    import io
+    import tarfile
+
+    data = archive.read_bytes()
+    truncated = where / "materials-id-1-truncated.tar.lzma"
+    truncated.write_bytes(data[: len(data) // 2])
+    made = [truncated]
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
+    for name, drop, change in (
+        ("materials-id-2-no-force-sets.tar.lzma", "FORCE_SETS", None),
+        ("materials-id-3-bad-conf.tar.lzma", None, "phonopy.conf"),
+    ):
+        path = where / name
+        with tarfile.open(path, "w:xz") as out:
+            for member, content in members:
+                base = member.name.rsplit("/", 1)[-1]
+                if base == drop:
+                    continue
+                if base == change:
+                    content = b"DIM = 2 2 two\n"
+                    member.size = len(content)
+                out.addfile(member, None if content is None else io.BytesIO(content))
+        made.append(path)
+    return made
+
+
+def test_broken_phonondb_archive_is_a_one_line_error_naming_it(phonondb, tmp_path):
+    archives, _ = phonondb
+    truncated, no_forces, bad_conf = _broken_archives(archives / PHONONDB_ARCHIVES[0], tmp_path)
+    for path, why in (
+        (truncated, "broken phonondb archive"),
+        (no_forces, "no FORCE_SETS"),
+        (bad_conf, "DIM"),
+    ):
+        with pytest.raises(ForceSetError) as err:
+            read_phonondb(path)
+        message = str(err.value)
+        assert len(message.splitlines()) == 1 and str(path) in message and why in message
+        # alone on the command line: the same error
+        with pytest.raises(ForceSetError, match=why):
+            read_force_sets([path])
+    (tmp_path / "empty-folder").mkdir()
+    with pytest.raises(ForceSetError, match=r"no POSCAR-unitcell, phonopy\.conf, FORCE_SETS"):
+        read_phonondb(tmp_path / "empty-folder")
+
+
+def test_folder_of_phonondb_archives_skips_broken_ones(phonondb, tmp_path, caplog):
+    import shutil
+
+    archives, _ = phonondb
+    good = tmp_path / PHONONDB_ARCHIVES[1]
+    shutil.copy(archives / PHONONDB_ARCHIVES[1], good)
+    (broken,) = _broken_archives(archives / PHONONDB_ARCHIVES[0], tmp_path)[:1]
+    for extra in tmp_path.glob("materials-id-[23]-*"):
+        extra.unlink()
+    unpacked = _extract(archives / PHONONDB_ARCHIVES[2], tmp_path / "unpacked")
+
+    stream = iter_force_sets([tmp_path])
+    assert iter(stream) is stream  # lazy: read one at a time
+    with caplog.at_level("WARNING", logger="tdphonon.forcesets"):
+        sets = read_force_sets([tmp_path])
+    assert [s.name for s in sets] == ["mp-401-S3Sc2", "mp-23339-BrNaO3"]  # sorted paths
+    assert sets[1].source == str(unpacked)
+    assert len(sets.skipped) == 1 and sets.skipped[0][0] == str(broken)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(broken.name in w and "skipped" in w for w in warned)
+    assert all(len(w.splitlines()) == 1 for w in warned)
+
+
+def test_cli_evaluate_reads_phonondb_archives(phonondb, m3gnet_path, tmp_path, capsys):
+    import json
+    import shutil
+
+    from tdphonon.cli import main
+
+    archives, _ = phonondb
+    si = "materials-id-149-si-fd-3m-227.tar.lzma"  # 1 displacement, 64 atoms, BORN
+    shutil.copy(archives / si, tmp_path / si)
+    (tmp_path / "materials-id-0-broken.tar.lzma").write_bytes(b"not an archive")
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", str(tmp_path), "--model", str(m3gnet_path), "--json", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert [c["name"] for c in doc["compounds"]] == ["mp-149-Si"]
+    assert doc["skipped"][0]["path"].endswith("materials-id-0-broken.tar.lzma")
+    assert "Born charges" in doc["protocol"]["nac"]
+    # a broken archive alone: a one-line error naming it, no model loaded
+    broken = str(tmp_path / "materials-id-0-broken.tar.lzma")
+    assert main(["evaluate", broken, "--model", "emt", "-q"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "materials-id-0-broken.tar.lzma" in error

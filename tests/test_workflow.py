@@ -124,6 +124,27 @@ def test_flow_outputs(al_run):
         # sigma^A from the stored ensemble: EMT Al is anharmonic, per element = overall
         assert 0 < doc["sigma_a"] < 1 and doc["sigma_a_error"] < 0.2 * doc["sigma_a"]
         assert doc["sigma_a_by_group"]["Al"] == pytest.approx(doc["sigma_a"])
+        # renormalisation measures, from the harmonic force constants loaded from the store
+        assert doc["renormalisation_note"] == "ok"
+        for key in (
+            "mean_relative_shift",
+            "mean_absolute_relative_shift",
+            "max_relative_shift",
+            "stabilised_mode_fraction",
+            "harmonic_free_energy",
+            "anharmonic_free_energy",
+            "anharmonic_free_energy_error",
+        ):
+            assert np.isfinite(doc[key]), key
+        assert 0 < doc["mean_relative_shift"] <= doc["mean_absolute_relative_shift"]
+        assert doc["mean_absolute_relative_shift"] <= abs(doc["max_relative_shift"])
+        assert len(doc["max_relative_shift_qpoint"]) == 3 and len(doc["renormalisation_mesh"]) == 3
+        assert doc["stabilised_modes"] == [] and doc["stabilised_mode_fraction"] == 0
+        assert doc["harmonic_lowest_optical_frequency"] is None  # one atom per cell
+        assert doc["anharmonic_free_energy_note"] == "ok"
+        assert doc["free_energy"] == pytest.approx(
+            doc["harmonic_free_energy"] + doc["anharmonic_free_energy"]
+        )
         excluding = doc["min_frequency_excluding_acoustic_pockets"]
         assert doc["has_imaginary_modes"] == (excluding < -0.05)  # the stated rule
         assert doc["min_frequency"] <= excluding
@@ -140,6 +161,7 @@ def test_flow_outputs(al_run):
     HarmonicPhononDoc(**harmonic)
     # the shifts grow with temperature
     assert results[1]["mean_frequency_shift"] > results[0]["mean_frequency_shift"]
+    assert results[1]["mean_relative_shift"] > results[0]["mean_relative_shift"]
     assert [r["warm_start"] for r in results] == ["harmonic", "300 K"]
 
 

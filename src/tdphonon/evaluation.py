@@ -14,9 +14,10 @@ differ):
    (``produce_force_constants()`` + ``symmetrize_force_constants()``) for finite
    displacements, symfc (``fc_calculator="symfc"``) for random displacements.
 4. Frequencies (THz; imaginary ones as negative numbers) on a Gamma-centred mesh of
-   :data:`MESH_LENGTH` (phonopy's length-based mesh, about 1/Å reciprocal density) without
-   non-analytical correction (the Born charges are DFT quantities that would enter both
-   sides identically).
+   :data:`MESH_LENGTH` (phonopy's length-based mesh, about 1/Å reciprocal density), with the
+   non-analytical correction where the force set carries Born charges and a dielectric
+   tensor (:attr:`ForceSet.nac_params`, e.g. phonondb's ``BORN``): the DFT quantities,
+   applied identically to both sides; without them, none.
 5. Frequency MAE of a compound: mean over the mesh (weighted by the irreducible q-point
    multiplicity) and over all bands of |ν_model - ν_DFT|. Force MAE: mean absolute
    difference of all force components of the same supercells (after step 2). The overall
@@ -145,7 +146,8 @@ class EvaluationResult:
             "model": self.model,
             "protocol": {
                 "mesh": f"Gamma-centred, phonopy length {MESH_LENGTH} Å",
-                "nac": False,
+                "nac": "Born charges of the force set where it has them (phonondb BORN), "
+                "for the DFT and the model frequencies alike; otherwise none",
                 "residual_forces_removed": True,
                 "force_constants": "phonopy finite displacements / symfc for random sets",
             },
@@ -205,6 +207,14 @@ def _phonopy(force_set: ForceSet) -> Phonopy:
             f"force set {force_set.name!r}: the supercell rebuilt from its unit cell and "
             "supercell matrix differs from the stored undisplaced supercell"
         )
+    nac_params = getattr(force_set, "nac_params", None)
+    if nac_params is not None:
+        if len(nac_params["born"]) != len(phonon.primitive):
+            raise ValueError(
+                f"force set {force_set.name!r}: {len(nac_params['born'])} Born charges for "
+                f"the {len(phonon.primitive)} atoms of its primitive cell"
+            )
+        phonon.nac_params = nac_params
     return phonon
 
 

@@ -583,8 +583,7 @@ def finetune(
     import torch
     from torch.utils.data import DataLoader
 
-    from tdphonon import __version__
-    from tdphonon.potentials import MatglCalculator, load_potential, save_potential
+    from tdphonon.potentials import MatglCalculator, load_potential
 
     settings = settings or FineTuneSettings()
     overlap = {s.name for s in train} & {s.name for s in validation}
@@ -612,144 +611,18 @@ def finetune(
         collate_fn=_collate,
         num_workers=0,
     )
-
-    history: list[dict[str, Any]] = []
-    state: dict[str, Any] = {
-        "best": np.inf,
-        "best_epoch": 0,
-        "bad": 0,
-        "weights": None,
-        "stopped": False,
-        "training_time_s": 0.0,
-        "before": None,
-    }
-    fingerprint = _fingerprint(base_name, train, validation, settings)
-    checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_FILE
-
-    def validate() -> EvaluationResult | None:
-        if not validation:
-            return None
-        calc = MatglCalculator(potential, device=device)
-        result = evaluate(validation, calc)
-        potential.train()
-        return result
-
-    resumed = _read_checkpoint(checkpoint, fingerprint)
-    if resumed is not None:  # the pretrained model's validation is in the checkpoint
-        history[:] = resumed["history"]
-        state.update(resumed["state"])
-        logger.info("fine-tune: resuming after epoch %d from %s", len(history), checkpoint)
-    else:
-        state["before"] = validate()
-        if state["before"] is not None:
-            state["best"] = state["before"].frequency_mae_thz
-            state["weights"] = copy.deepcopy(potential.state_dict())
-    before = state["before"]
-
-    class PhononValidation(pl.Callback):
-        @property
-        def state_key(self) -> str:
-            return _CALLBACK_KEY
-
-        def state_dict(self) -> dict[str, Any]:
-            return {"fingerprint": fingerprint, "history": history, "state": state}
-
-        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-            history[:] = state_dict["history"]
-            state.update(state_dict["state"])
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            epoch = trainer.current_epoch + 1
-            metrics = trainer.callback_metrics
-            record = {
-                "epoch": epoch,
-                "train_loss": float(metrics.get("train_Total_Loss", np.nan)),
-                "train_force_mae": float(metrics.get("train_Force_MAE", np.nan)),
-                "train_energy_mae": float(metrics.get("train_Energy_MAE", np.nan)),
-                "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
-            }
-            if validation and (
-                epoch % settings.validate_every == 0 or epoch == settings.max_epochs
-            ):
-                result = validate()
-                mae = result.frequency_mae_thz
-                record["val_frequency_mae_thz"] = mae
-                record["val_force_mae"] = result.force_mae_ev_per_angstrom
-                if mae < state["best"] - 1e-6:
-                    state.update(best=mae, best_epoch=epoch, bad=0)
-                    state["weights"] = copy.deepcopy(potential.state_dict())
-                else:
-                    state["bad"] += 1
-                    if state["bad"] >= settings.patience:
-                        trainer.should_stop = True
-            history.append(record)
-            logger.info("fine-tune epoch %d: %s", epoch, record)
-            if checkpoint is not None:
-                state["stopped"] = bool(trainer.should_stop)
-                state["training_time_s"] = elapsed()
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                partial = checkpoint.with_name(checkpoint.name + ".partial")
-                trainer.save_checkpoint(partial, weights_only=False)
-                os.replace(partial, checkpoint)  # a crash mid-write keeps the previous one
-                if on_checkpoint is not None:
-                    on_checkpoint(checkpoint)
-
-    quiet = warnings.catch_warnings()
-    quiet.__enter__()  # left in the finally clause below
-    for pattern in (
-        ".*potential.*",
-        ".*val_dataloader.*",
-        ".*LeafSpec.*",
-        ".*copy construct from a tensor.*",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    rank_zero_level = rank_zero.level
-    rank_zero.setLevel(logging.WARNING)
-    module = _module_class()(potential, settings)
-    t0, time_before = time.perf_counter(), state["training_time_s"]
-
-    def elapsed() -> float:
-        return time_before + time.perf_counter() - t0
-
-    # matgl's Potential builds the force graph for parameter gradients only in train mode
-    potential.train()
-    finished = resumed is not None and (state["stopped"] or len(history) >= settings.max_epochs)
-    try:
-        if finished:  # interrupted after the last epoch: nothing left to train
-            module.load_state_dict(resumed["module"])
-        elif settings.max_epochs > 0:
-            trainer = pl.Trainer(
-                max_epochs=settings.max_epochs,
-                accelerator="gpu" if device == "cuda" else "cpu",
-                devices=1,
-                deterministic=True,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=progress,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                gradient_clip_val=settings.max_grad_norm,
-                callbacks=[PhononValidation()],
-            )
-            trainer.fit(
-                module,
-                train_dataloaders=loader,
-                ckpt_path=None if resumed is None else checkpoint,
-                weights_only=False,  # our own checkpoint, its fingerprint checked
-            )
-    finally:
-        rank_zero.setLevel(rank_zero_level)
-        quiet.__exit__(None, None, None)
-    training_time = elapsed()
-    if validation and state["weights"] is not None:
-        potential.load_state_dict(state["weights"])
-    else:
-        state["best_epoch"] = len(history)
-    for param in potential.parameters():
-        param.requires_grad_(True)
-    potential.eval()
-    potential.calc_stresses = False
+    loop = _TrainingLoop(
+        potential,
+        validation,
+        settings,
+        device,
+        fingerprint=_fingerprint(base_name, train, validation, settings),
+        checkpoint=None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_FILE,
+        on_checkpoint=on_checkpoint,
+    )
+    resumed = loop.start()
+    loop.train(loader, resumed, progress)
+    loop.restore_best()
 
     finetuned_calc = MatglCalculator(potential, device=device)
     after = evaluate(validation, finetuned_calc) if validation else None
@@ -757,15 +630,239 @@ def finetune(
         guard_structures = [a for s in validation for a in (s.reference, s.supercells[0])]
     forgetting = forgetting_guard(pretrained_calc, finetuned_calc, list(guard_structures))
     potential.to("cpu")
+    return _finish(
+        loop, pretrained_calc, train, param_counts, after, forgetting, out_dir, base_name
+    )
 
+
+class _TrainingLoop:
+    """The state of one fine-tuning run, its per-epoch validation and checkpoints.
+
+    Holds the epoch history and the state worth keeping (best validation MAE and epoch,
+    epochs without improvement, best weights, whether early stopping fired, training time,
+    the pretrained model's validation). :meth:`epoch_end` is what lightning's callback
+    (:func:`_callback_class`) calls after every epoch; the checkpoint holds this state with
+    lightning's own, so a resumed run continues exactly where the interrupted one stopped.
+    """
+
+    def __init__(
+        self,
+        potential: Potential,
+        validation: Sequence[ForceSet],
+        settings: FineTuneSettings,
+        device: str,
+        fingerprint: str,
+        checkpoint: Path | None,
+        on_checkpoint: Callable[[Path], None] | None,
+    ) -> None:
+        self.potential = potential
+        self.validation = validation
+        self.settings = settings
+        self.device = device
+        self.fingerprint = fingerprint
+        self.checkpoint = checkpoint
+        self.on_checkpoint = on_checkpoint
+        self.history: list[dict[str, Any]] = []
+        self.state: dict[str, Any] = {
+            "best": np.inf,
+            "best_epoch": 0,
+            "bad": 0,
+            "weights": None,
+            "stopped": False,
+            "training_time_s": 0.0,
+            "before": None,
+        }
+        self._t0 = time.perf_counter()
+        self._time_before = 0.0
+
+    def validate(self) -> EvaluationResult | None:
+        """Phonon errors of the current weights on the validation compounds."""
+        if not self.validation:
+            return None
+        from tdphonon.potentials import MatglCalculator
+
+        result = evaluate(self.validation, MatglCalculator(self.potential, device=self.device))
+        self.potential.train()
+        return result
+
+    def start(self) -> dict[str, Any] | None:
+        """Resume from the checkpoint of the same inputs, or validate the pretrained model.
+
+        Returns the checkpoint's contents (None when starting afresh).
+        """
+        resumed = _read_checkpoint(self.checkpoint, self.fingerprint)
+        if resumed is not None:  # the pretrained model's validation is in the checkpoint
+            self.history[:] = resumed["history"]
+            self.state.update(resumed["state"])
+            logger.info(
+                "fine-tune: resuming after epoch %d from %s", len(self.history), self.checkpoint
+            )
+        else:
+            self.state["before"] = self.validate()
+            if self.state["before"] is not None:
+                self.state["best"] = self.state["before"].frequency_mae_thz
+                self.state["weights"] = copy.deepcopy(self.potential.state_dict())
+        return resumed
+
+    def elapsed(self) -> float:
+        """Training time so far, s, interrupted runs included."""
+        return self._time_before + time.perf_counter() - self._t0
+
+    def epoch_end(self, trainer: Any) -> None:
+        """Record the epoch, validate (early stopping, best weights), write the checkpoint."""
+        settings, state = self.settings, self.state
+        epoch = trainer.current_epoch + 1
+        metrics = trainer.callback_metrics
+        record = {
+            "epoch": epoch,
+            "train_loss": float(metrics.get("train_Total_Loss", np.nan)),
+            "train_force_mae": float(metrics.get("train_Force_MAE", np.nan)),
+            "train_energy_mae": float(metrics.get("train_Energy_MAE", np.nan)),
+            "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+        }
+        if self.validation and (
+            epoch % settings.validate_every == 0 or epoch == settings.max_epochs
+        ):
+            result = self.validate()
+            mae = result.frequency_mae_thz
+            record["val_frequency_mae_thz"] = mae
+            record["val_force_mae"] = result.force_mae_ev_per_angstrom
+            if mae < state["best"] - 1e-6:
+                state.update(best=mae, best_epoch=epoch, bad=0)
+                state["weights"] = copy.deepcopy(self.potential.state_dict())
+            else:
+                state["bad"] += 1
+                if state["bad"] >= settings.patience:
+                    trainer.should_stop = True
+        self.history.append(record)
+        logger.info("fine-tune epoch %d: %s", epoch, record)
+        if self.checkpoint is not None:
+            state["stopped"] = bool(trainer.should_stop)
+            state["training_time_s"] = self.elapsed()
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.checkpoint.with_name(self.checkpoint.name + ".partial")
+            trainer.save_checkpoint(partial, weights_only=False)
+            os.replace(partial, self.checkpoint)  # a crash mid-write keeps the previous one
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self.checkpoint)
+
+    def train(self, loader: Any, resumed: dict[str, Any] | None, progress: bool) -> None:
+        """Run lightning's trainer for the remaining epochs (none if a resumed run had ended)."""
+        import lightning as pl
+
+        settings = self.settings
+        history = self.history
+        finished = resumed is not None and (
+            self.state["stopped"] or len(history) >= settings.max_epochs
+        )
+        rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        rank_zero_level = rank_zero.level
+        rank_zero.setLevel(logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                for pattern in (
+                    ".*potential.*",
+                    ".*val_dataloader.*",
+                    ".*LeafSpec.*",
+                    ".*copy construct from a tensor.*",
+                ):
+                    warnings.filterwarnings("ignore", message=pattern)
+                module = _module_class()(self.potential, settings)
+                self._t0, self._time_before = time.perf_counter(), self.state["training_time_s"]
+                # matgl's Potential builds the force graph for parameter gradients only in
+                # train mode
+                self.potential.train()
+                if finished:  # interrupted after the last epoch: nothing left to train
+                    module.load_state_dict(resumed["module"])
+                elif settings.max_epochs > 0:
+                    trainer = pl.Trainer(
+                        max_epochs=settings.max_epochs,
+                        accelerator="gpu" if self.device == "cuda" else "cpu",
+                        devices=1,
+                        deterministic=True,
+                        logger=False,
+                        enable_checkpointing=False,
+                        enable_progress_bar=progress,
+                        enable_model_summary=False,
+                        num_sanity_val_steps=0,
+                        gradient_clip_val=settings.max_grad_norm,
+                        callbacks=[_callback_class()(self)],
+                    )
+                    trainer.fit(
+                        module,
+                        train_dataloaders=loader,
+                        ckpt_path=None if resumed is None else self.checkpoint,
+                        weights_only=False,  # our own checkpoint, its fingerprint checked
+                    )
+        finally:
+            rank_zero.setLevel(rank_zero_level)
+        self.state["training_time_s"] = self.elapsed()
+
+    def restore_best(self) -> None:
+        """Keep the best validated weights (else the last epoch's), ready to evaluate."""
+        if self.validation and self.state["weights"] is not None:
+            self.potential.load_state_dict(self.state["weights"])
+        else:
+            self.state["best_epoch"] = len(self.history)
+        for param in self.potential.parameters():
+            param.requires_grad_(True)
+        self.potential.eval()
+        self.potential.calc_stresses = False
+
+
+def _callback_class() -> type:
+    """lightning's callback that hands every epoch to a :class:`_TrainingLoop`.
+
+    Made on first use (lightning is a heavy import), like :func:`_module_class`.
+    """
+    import lightning as pl
+
+    class PhononValidation(pl.Callback):
+        def __init__(self, loop: _TrainingLoop) -> None:
+            self.loop = loop
+
+        @property
+        def state_key(self) -> str:
+            return _CALLBACK_KEY
+
+        def state_dict(self) -> dict[str, Any]:
+            loop = self.loop
+            return {"fingerprint": loop.fingerprint, "history": loop.history, "state": loop.state}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            self.loop.history[:] = state_dict["history"]
+            self.loop.state.update(state_dict["state"])
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            self.loop.epoch_end(trainer)
+
+    return PhononValidation
+
+
+def _finish(
+    loop: _TrainingLoop,
+    pretrained_calc: Any,
+    train: Sequence[ForceSet],
+    param_counts: dict[str, int],
+    after: EvaluationResult | None,
+    forgetting: dict[str, Any],
+    out_dir: str | os.PathLike | None,
+    base_name: str,
+) -> FineTuneResult:
+    """The provenance of a finished run, the saved model and the :class:`FineTuneResult`."""
+    from tdphonon import __version__
+    from tdphonon.potentials import save_potential
+
+    state, potential = loop.state, loop.potential
+    before, training_time = state["before"], state["training_time_s"]
     provenance = {
         "base_model": pretrained_calc.provenance(),
         "train": [s.summary() for s in train],
-        "validation": [s.summary() for s in validation],
-        "settings": asdict(settings),
+        "validation": [s.summary() for s in loop.validation],
+        "settings": asdict(loop.settings),
         "parameters": param_counts,
         "best_epoch": state["best_epoch"],
-        "history": history,
+        "history": loop.history,
         "metrics": {
             "validation_before": before.as_dict() if before else None,
             "validation_after": after.as_dict() if after else None,
@@ -788,7 +885,7 @@ def finetune(
         model_dir=None if model_dir is None else Path(model_dir),
         before=before,
         after=after,
-        history=history,
+        history=loop.history,
         best_epoch=state["best_epoch"],
         training_time_s=training_time,
         forgetting=forgetting,

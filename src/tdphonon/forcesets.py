@@ -15,15 +15,24 @@ Readers (all go through the libraries' own loaders: :func:`phonopy.load`,
   ``FORCES_FC3``; gives one set for the fc3 supercell and, when present, one for the fc2
   (phonon) supercell;
 * :func:`read_extxyz`: extended XYZ with energies / forces / stresses;
-* :func:`read_force_sets`: any of the files above, or folders holding them.
+* :func:`read_phonondb`: one compound of A. Togo's phonon database (phonondb) as it is
+  distributed: a ``materials-id-*.tar.lzma`` archive (read in memory) or its unpacked folder
+  (``POSCAR-unitcell``, ``phonopy.conf``, ``FORCE_SETS``, ``BORN`` where polar); the
+  non-analytical correction from ``BORN`` is kept in :attr:`ForceSet.nac_params`;
+* :func:`read_force_sets` / :func:`iter_force_sets`: any of the above, or folders holding
+  them (searched recursively). Broken phonondb archives in a long list are skipped with a
+  logged warning naming each, not fatal (:attr:`ForceSets.skipped`).
 
 Units: Å, eV, eV/Å; stresses in eV/Å³ with ASE's sign convention (positive = tensile).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import re
+import tarfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,17 +51,26 @@ from tdphonon.structures import (
 )
 
 __all__ = [
+    "PHONONDB",
     "ForceSet",
     "ForceSetError",
+    "ForceSets",
     "find_force_set_files",
     "finite_energy",
+    "is_phonondb_folder",
+    "iter_force_sets",
     "read_extxyz",
     "read_force_sets",
     "read_phono3py",
+    "read_phonondb",
     "read_phonopy",
     "split_by_compound",
     "write_extxyz",
 ]
+
+
+#: Provenance keys that go into :meth:`ForceSet.summary` (not the archive's location).
+_SUMMARY_KEYS = ("database", "release", "functional", "license", "mp_id")
 
 
 class ForceSetError(ValueError):
@@ -98,6 +116,14 @@ class ForceSet:
         DFT energy of the undisplaced supercell, when the source has it.
     source : str
         Where the data came from (path or store query).
+    metadata : dict
+        Free-form extras; ``metadata["provenance"]`` holds the database, release,
+        functional, license and citation where the reader knows them (phonondb).
+    nac_params : dict or None
+        Non-analytical term correction of the DFT calculation, phonopy's ``nac_params``
+        (``born`` (n_primitive, 3, 3) in the order of the primitive cell, ``dielectric``
+        (3, 3), ``factor``); used for frequencies (:mod:`tdphonon.evaluation`). None: the
+        source has no Born charges.
     """
 
     name: str
@@ -115,6 +141,7 @@ class ForceSet:
     reference_energy: float | None = None
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    nac_params: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.supercell_matrix = np.asarray(self.supercell_matrix, dtype=int).reshape(3, 3)
@@ -195,6 +222,14 @@ class ForceSet:
             "n_stresses": self.n_stresses,
             "displacements": "random" if self.is_random else "finite",
             "source": self.source,
+            # only where present: summaries of other sets (and checkpoint fingerprints made
+            # from them) stay as they were
+            **({"nac": True} if self.nac_params is not None else {}),
+            **(
+                {"provenance": {k: v for k, v in provenance.items() if k in _SUMMARY_KEYS}}
+                if (provenance := self.metadata.get("provenance"))
+                else {}
+            ),
         }
 
 
@@ -634,14 +669,281 @@ def write_extxyz(force_set: ForceSet, path: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# phonondb (A. Togo's phonon database) archives and folders
+# ---------------------------------------------------------------------------------------------
+
+#: Provenance of phonondb data (recorded in ``ForceSet.metadata["provenance"]``).
+PHONONDB: dict[str, str] = {
+    "database": "phonondb",
+    "release": "2018-04-17",
+    "functional": "PBEsol",
+    "code": "VASP",
+    "license": "CC-BY-4.0",
+    "citation": (
+        'A. Togo, "First-principles phonon calculations with phonopy and phono3py", '
+        "J. Phys. Soc. Jpn. 92, 012001 (2023); A. Togo, I. Tanaka, Scr. Mater. 108, 1-5 "
+        "(2015); phonondb (A. Togo, Kyoto), release 2018-04-17, CC-BY-4.0"
+    ),
+}
+
+_PHONONDB_ARCHIVE_SUFFIXES = (".tar.lzma", ".tar.xz")
+_PHONONDB_REQUIRED = ("POSCAR-unitcell", "phonopy.conf", "FORCE_SETS")
+_PHONONDB_MEMBERS = (*_PHONONDB_REQUIRED, "BORN", "INCAR-force")
+_GGA = {"PS": "PBEsol", "PE": "PBE", "91": "PW91", "AM": "AM05", "RP": "RPBE"}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def is_phonondb_folder(path: str | os.PathLike) -> bool:
+    """True for a folder holding an unpacked phonondb compound (``POSCAR-unitcell``,
+    ``phonopy.conf`` and ``FORCE_SETS``)."""
+    path = Path(path)
+    return path.is_dir() and all((path / name).is_file() for name in _PHONONDB_REQUIRED)
+
+
+def _is_phonondb_archive(path: Path) -> bool:
+    return path.name.lower().endswith(_PHONONDB_ARCHIVE_SUFFIXES)
+
+
+def _phonondb_archive_files(path: Path) -> tuple[dict[str, str], str]:
+    """The members phonondb needs, as text, from an archive read in memory; and the name of
+    its (single) top folder."""
+    files: dict[str, str] = {}
+    folders: set[str] = set()
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:  # streams: one pass, nothing written to disk
+                parts = member.name.strip("/").split("/")
+                folders.add(parts[0] if len(parts) > 1 else "")
+                if not member.isfile() or parts[-1] not in _PHONONDB_MEMBERS:
+                    continue
+                if parts[-1] in files:
+                    raise ForceSetError(
+                        f"{path}: more than one {parts[-1]} (one compound per archive)"
+                    )
+                handle = tar.extractfile(member)
+                assert handle is not None  # a regular file
+                files[parts[-1]] = handle.read().decode("utf-8", errors="replace")
+    except ForceSetError:
+        raise
+    except Exception as err:  # tarfile.ReadError, lzma.LZMAError, EOFError, OSError, ...
+        raise ForceSetError(
+            f"{path}: broken phonondb archive ({type(err).__name__}: {err})"
+        ) from None
+    folders.discard("")
+    return files, (sorted(folders)[0] if len(folders) == 1 else "")
+
+
+def _parse_phonopy_conf(text: str, where: Path) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise ForceSetError(f"{where}: unparsable phonopy.conf line {line!r}")
+        key, value = line.split("=", 1)
+        tags[key.strip().upper()] = value.strip()
+    return tags
+
+
+def _matrix(value: str, tag: str, where: Path, *, integer: bool) -> np.ndarray:
+    from fractions import Fraction
+
+    try:
+        numbers = [Fraction(x) for x in value.split()]
+    except (ValueError, ZeroDivisionError):
+        raise ForceSetError(f"{where}: phonopy.conf {tag} = {value!r} is not numbers") from None
+    if len(numbers) == 3:
+        matrix = np.diag([float(x) for x in numbers])
+    elif len(numbers) == 9:
+        matrix = np.reshape([float(x) for x in numbers], (3, 3))
+    else:
+        raise ForceSetError(
+            f"{where}: phonopy.conf {tag} has {len(numbers)} numbers (3 or 9 expected)"
+        )
+    if integer:
+        if not np.allclose(matrix, np.rint(matrix)):
+            raise ForceSetError(f"{where}: phonopy.conf {tag} is not integer")
+        matrix = np.rint(matrix).astype(int)
+    if abs(np.linalg.det(matrix)) < 1e-8:
+        raise ForceSetError(f"{where}: phonopy.conf {tag} is singular")
+    return matrix
+
+
+def _index_formula(symbols: Sequence[str]) -> str:
+    """Reduced formula, elements in alphabetical order (phonondb's ``index.csv``: ClNa)."""
+    from collections import Counter
+    from functools import reduce
+    from math import gcd
+
+    counts = Counter(symbols)
+    divisor = reduce(gcd, counts.values())
+    return "".join(
+        f"{element}{n // divisor if n // divisor > 1 else ''}"
+        for element, n in sorted(counts.items())
+    )
+
+
+def _phonondb_name(where: Path, folder: str, formula: str) -> tuple[str, str | None]:
+    """``mp-<id>-<formula>`` (and the release date, when the folder name has it)."""
+    release = None
+    match = re.match(r"^mp-(\d+)(?:-(\d{4})(\d{2})(\d{2}))?$", folder)
+    if match:
+        mp_id = f"mp-{match.group(1)}"
+        if match.group(2):
+            release = f"{match.group(2)}-{match.group(3)}-{match.group(4)}"
+    elif archive := re.match(r"^materials-id-(\d+)", where.name):
+        mp_id = f"mp-{archive.group(1)}"
+    else:
+        return where.name.split(".")[0] if where.is_file() else where.name, release
+    return f"{mp_id}-{formula}", release
+
+
+def _phonondb_force_set(
+    files: dict[str, str], where: Path, folder: str, name: str | None
+) -> ForceSet:
+    from phonopy import Phonopy
+    from phonopy.file_IO import parse_BORN_from_strings, parse_FORCE_SETS_from_strings
+    from phonopy.interface.vasp import read_vasp_from_strings
+
+    missing = [m for m in _PHONONDB_REQUIRED if m not in files]
+    if missing:
+        raise ForceSetError(f"{where}: no {', '.join(missing)} (not a phonondb compound)")
+    tags = _parse_phonopy_conf(files["phonopy.conf"], where)
+    if "DIM" not in tags:
+        raise ForceSetError(f"{where}: phonopy.conf has no DIM")
+    dim = _matrix(tags["DIM"], "DIM", where, integer=True)
+    # no PRIMITIVE_AXIS: the unit cell is the primitive cell (phonopy.conf's meaning; phonopy
+    # 4 would take None as "auto")
+    pmat: Any = np.eye(3)
+    if "PRIMITIVE_AXIS" in tags:
+        value = tags["PRIMITIVE_AXIS"]
+        pmat = (
+            "auto"
+            if value.lower() == "auto"
+            else _matrix(value, "PRIMITIVE_AXIS", where, integer=False)
+        )
+    step = "POSCAR-unitcell"
+    try:
+        unitcell = read_vasp_from_strings(files["POSCAR-unitcell"])
+        step = "the cells of phonopy.conf"
+        phonon = Phonopy(unitcell, supercell_matrix=dim, primitive_matrix=pmat, log_level=0)
+        step = "FORCE_SETS"
+        dataset = parse_FORCE_SETS_from_strings(files["FORCE_SETS"], natom=len(phonon.supercell))
+        nac_params = None
+        if "BORN" in files:
+            step = "BORN"
+            nac_params = parse_BORN_from_strings(files["BORN"], phonon.primitive)
+            if nac_params.get("factor") is None:  # as phonopy.load does for VASP
+                from phonopy.physical_units import get_calculator_physical_units
+
+                nac_params["factor"] = get_calculator_physical_units("vasp").nac_factor
+    except ForceSetError:
+        raise
+    except Exception as err:
+        raise ForceSetError(f"{where}: cannot read {step}: {type(err).__name__}: {err}") from None
+    ase_unitcell = to_ase_atoms(phonon.unitcell)
+    formula = _index_formula(ase_unitcell.get_chemical_symbols())
+    default_name, release = _phonondb_name(where, folder, formula)
+    functional = PHONONDB["functional"]
+    for line in files.get("INCAR-force", "").splitlines():
+        key, _, value = line.split("!")[0].split("#")[0].partition("=")
+        if key.strip().upper() == "GGA" and value.strip():
+            functional = _GGA.get(value.strip().upper()[:2], value.strip())
+    force_set = _sets_from_phonopy_dataset(
+        dataset,
+        to_ase_atoms(phonon.supercell),
+        name=name or default_name,
+        unitcell=ase_unitcell,
+        supercell_matrix=phonon.supercell_matrix,
+        primitive_matrix=phonon.primitive_matrix,
+        source=str(where),
+    )
+    force_set.nac_params = nac_params
+    force_set.metadata["provenance"] = {
+        **PHONONDB,
+        "release": release or PHONONDB["release"],
+        "functional": functional,
+        "mp_id": default_name.rsplit("-", 1)[0] if default_name.startswith("mp-") else None,
+        "archive": where.name,
+    }
+    return force_set
+
+
+def read_phonondb(path: str | os.PathLike, name: str | None = None) -> ForceSet:
+    """Read one phonondb compound: a ``.tar.lzma`` archive (in memory) or its unpacked folder.
+
+    The unit cell (``POSCAR-unitcell``), supercell and primitive matrices (``DIM``,
+    ``PRIMITIVE_AXIS`` of ``phonopy.conf``; without ``PRIMITIVE_AXIS`` the unit cell is the
+    primitive cell), the finite displacements with DFT forces (``FORCE_SETS``, type 1) and,
+    where present, the Born charges and dielectric tensor (``BORN``, symmetrised by phonopy
+    on the primitive cell, as :func:`phonopy.load` does) are read with phonopy's own parsers;
+    the same files give the same :class:`ForceSet` as
+    ``phonopy.load(unitcell_filename=..., supercell_matrix=DIM, primitive_matrix=PRIMITIVE_AXIS,
+    force_sets_filename=..., born_filename=...)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``materials-id-<id>-<formula>-<spg>-<num>.tar.lzma`` or the folder it unpacks to.
+    name : str, optional
+        Compound name; default ``mp-<id>-<formula>`` (reduced formula, elements in
+        alphabetical order, as in phonondb's ``index.csv``: ``mp-22862-ClNa``).
+
+    Returns
+    -------
+    ForceSet
+        With :attr:`ForceSet.nac_params` from ``BORN`` (None without it) and
+        ``metadata["provenance"]`` (database, release, functional, license, citation,
+        ``mp_id``, archive). No energies or stresses: phonondb has forces only.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ForceSetError
+        A broken archive (truncated, not an archive), a missing ``FORCE_SETS``,
+        ``POSCAR-unitcell`` or ``phonopy.conf``, an unparsable file: one line naming
+        ``path``.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"phonondb archive or folder not found: {path}")
+    try:
+        if path.is_dir():
+            files = {
+                m: (path / m).read_text(errors="replace")
+                for m in _PHONONDB_MEMBERS
+                if (path / m).is_file()
+            }
+            folder = path.resolve().name
+        else:
+            files, folder = _phonondb_archive_files(path)
+        return _phonondb_force_set(files, path, folder, name)
+    except ForceSetError as err:
+        raise ForceSetError(_one_line(str(err))) from None
+    except OSError as err:
+        raise ForceSetError(_one_line(f"{path}: {type(err).__name__}: {err}")) from None
+
+
+# ---------------------------------------------------------------------------------------------
 # files and folders
 # ---------------------------------------------------------------------------------------------
 
 _XYZ_SUFFIXES = (".xyz", ".extxyz")
 
+logger = logging.getLogger(__name__)
+
 
 def _kind(path: Path) -> str | None:
     name = path.name.lower()
+    if path.is_dir():
+        return "phonondb" if is_phonondb_folder(path) else None
+    if _is_phonondb_archive(path):
+        return "phonondb"
     if name.startswith("phono3py") and (".yaml" in name or ".yml" in name):
         return "phono3py"
     if "phono3py_params" in name:
@@ -657,8 +959,24 @@ def _kind(path: Path) -> str | None:
     return None
 
 
+def _walk(folder: Path) -> list[Path]:
+    """Force-set files and phonondb folders under ``folder`` (not inside a phonondb folder)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        root_path = Path(root)
+        if is_phonondb_folder(root_path):
+            found.append(root_path)
+            dirs.clear()
+            continue
+        found.extend(root_path / f for f in files if _kind(root_path / f))
+    return sorted(found)
+
+
 def find_force_set_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Force-set files among ``paths`` (files, or folders searched recursively), sorted.
+
+    phonondb compounds count as files: ``*.tar.lzma`` archives and unpacked folders
+    (:func:`is_phonondb_folder`). Only names are looked at: nothing is opened.
 
     Raises
     ------
@@ -667,17 +985,19 @@ def find_force_set_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     ForceSetError
         A given file is not a recognised force-set file, or nothing was found.
     """
+    paths = list(paths)
     found: list[Path] = []
     for p in paths:
         path = Path(p).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"force-set path not found: {path}")
         if path.is_dir():
-            found.extend(sorted(f for f in path.rglob("*") if f.is_file() and _kind(f)))
+            found.extend(_walk(path))
         elif _kind(path) is None:
             raise ForceSetError(
                 f"{path}: not a recognised force-set file (phonopy_params*.yaml[.xz], "
-                "phonopy_disp.yaml, phono3py*.yaml[.xz], *.xyz/*.extxyz)"
+                "phonopy_disp.yaml, phono3py*.yaml[.xz], *.xyz/*.extxyz, phonondb "
+                "*.tar.lzma archives or their unpacked folders)"
             )
         else:
             found.append(path)
@@ -686,44 +1006,119 @@ def find_force_set_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+class ForceSets(list):
+    """A list of :class:`ForceSet` with the inputs that were skipped as unreadable.
+
+    Attributes
+    ----------
+    skipped : list of (str, str)
+        ``(path, one-line reason)`` of each broken phonondb archive or folder skipped.
+    """
+
+    def __init__(self, items: Iterable[ForceSet] = (), skipped: Iterable[Any] = ()) -> None:
+        super().__init__(items)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+
+def iter_force_sets(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    fc2_only: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
+) -> Iterator[ForceSet]:
+    """Read force sets one at a time (for thousands of phonondb archives in bounded memory).
+
+    The inputs are listed first (:func:`find_force_set_files`: missing paths and unknown
+    files fail at once), then read lazily, in sorted order. A phonondb archive or folder
+    that cannot be read is skipped with a one-line warning naming it (logged, and appended
+    to ``skipped`` when a list is given); any other unreadable file raises.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+    fc2_only : bool, default False
+        From phono3py files with a separate fc2 dataset, keep only the fc2 set.
+    skipped : list, optional
+        Receives ``(path, reason)`` of each skipped phonondb input.
+
+    Yields
+    ------
+    ForceSet
+        Names made unique (``name``, ``name-2``, ...).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    seen: dict[str, int] = {}
+    for path in find_force_set_files(paths):
+        kind = _kind(path)
+        if kind == "phonondb":
+            try:
+                group = [read_phonondb(path)]
+            except ForceSetError as err:
+                logger.warning("skipped unreadable phonondb input: %s", err)
+                if skipped is not None:
+                    skipped.append((str(path), str(err)))
+                continue
+        elif kind == "phonopy":
+            group = [read_phonopy(path)]
+        elif kind == "phono3py":
+            group = read_phono3py(path)
+            if fc2_only and len(group) > 1:
+                group = [s for s in group if s.name.endswith("-fc2")]
+        else:
+            group = [read_extxyz(path)]
+        for s in group:
+            if s.name in seen:
+                seen[s.name] += 1
+                s.name = f"{s.name}-{seen[s.name]}"
+            else:
+                seen[s.name] = 1
+            yield s
+
+
 def read_force_sets(
     paths: str | os.PathLike | Iterable[str | os.PathLike], *, fc2_only: bool = False
-) -> list[ForceSet]:
+) -> ForceSets:
     """Read all force sets in files or folders.
 
     Parameters
     ----------
     paths : path or iterable of paths
-        Files (phonopy, phono3py, extXYZ; see the module docstring) or folders.
+        Files (phonopy, phono3py, extXYZ, phonondb archives; see the module docstring) or
+        folders (phonondb compound folders, or folders searched recursively).
     fc2_only : bool, default False
         From phono3py files with a separate fc2 dataset, keep only the fc2 set.
 
     Returns
     -------
-    list of ForceSet
-        Names made unique (``name``, ``name-2``, ...).
+    ForceSets
+        A list of ForceSet, names made unique (``name``, ``name-2``, ...); its ``skipped``
+        lists the broken phonondb inputs left out (each logged as a warning, and a summary
+        at the end).
+
+    Raises
+    ------
+    ForceSetError
+        Nothing could be read (a single broken archive: its own one-line error).
     """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    sets: list[ForceSet] = []
-    for path in find_force_set_files(paths):
-        kind = _kind(path)
-        if kind == "phonopy":
-            sets.append(read_phonopy(path))
-        elif kind == "phono3py":
-            group = read_phono3py(path)
-            if fc2_only and len(group) > 1:
-                group = [s for s in group if s.name.endswith("-fc2")]
-            sets.extend(group)
-        else:
-            sets.append(read_extxyz(path))
-    seen: dict[str, int] = {}
-    for s in sets:
-        if s.name in seen:
-            seen[s.name] += 1
-            s.name = f"{s.name}-{seen[s.name]}"
-        else:
-            seen[s.name] = 1
+    skipped: list[tuple[str, str]] = []
+    sets = ForceSets(iter_force_sets(paths, fc2_only=fc2_only, skipped=skipped), skipped)
+    if skipped:
+        if not sets:
+            if len(skipped) == 1:
+                raise ForceSetError(skipped[0][1])
+            raise ForceSetError(
+                f"none of the {len(skipped)} phonondb inputs could be read (first: {skipped[0][1]})"
+            )
+        names = ", ".join(Path(p).name for p, _ in skipped[:20])
+        more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        logger.warning(
+            "read %d force sets; skipped %d unreadable phonondb input(s): %s%s",
+            len(sets),
+            len(skipped),
+            names,
+            more,
+        )
     return sets
 
 

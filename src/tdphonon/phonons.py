@@ -76,14 +76,17 @@ class PhononSpectrum:
     acoustic_pockets: list[dict[str, Any]]
 
 
-def _with_force_constants(phonon: Phonopy, force_constants: NDArray[np.float64]) -> Phonopy:
+def _with_force_constants(
+    phonon: Phonopy, force_constants: NDArray[np.float64], nac: bool = True
+) -> Phonopy:
+    """A copy of ``phonon`` with ``force_constants`` (and its NAC parameters if ``nac``)."""
     copy = Phonopy(
         phonon.unitcell,
         supercell_matrix=phonon.supercell_matrix,
         primitive_matrix=phonon.primitive_matrix,
         symprec=phonon.symmetry.tolerance,
     )
-    if phonon.nac_params is not None:
+    if nac and phonon.nac_params is not None:
         copy.nac_params = phonon.nac_params
     copy.force_constants = force_constants
     return copy
@@ -171,6 +174,14 @@ class _LowestFrequencies:
     pockets: list[dict[str, Any]]
 
 
+def _in_acoustic_pocket_region(phonon: Phonopy, qpoints: NDArray[np.float64]) -> NDArray:
+    """Whether each q-point (fractional) lies where :data:`ACOUSTIC_POCKET_RULE` leaves the
+    acoustic branches out: |q| below the reciprocal of the distance between periodic images."""
+    reciprocal = np.linalg.inv(phonon.primitive.cell).T  # phonopy: no 2 pi
+    q_length = np.linalg.norm(np.reshape(qpoints, (-1, 3)) @ reciprocal.T, axis=1)
+    return q_length < 1.0 / image_distance(phonon.supercell.cell) + 1e-8
+
+
 def _lowest_frequencies(
     phonon: Phonopy, qpoints: NDArray[np.float64], frequencies: NDArray[np.float64]
 ) -> _LowestFrequencies:
@@ -192,11 +203,8 @@ def _lowest_frequencies(
         Frequencies at ``qpoints``, THz.
     """
     qpoints = np.asarray(qpoints, dtype=float).reshape(-1, 3)
-    reciprocal = np.linalg.inv(phonon.primitive.cell).T  # phonopy: no 2 pi
-    q_length = np.linalg.norm(qpoints @ reciprocal.T, axis=1)
-    q_cut = 1.0 / image_distance(phonon.supercell.cell) + 1e-8
     frequencies = np.sort(np.array(frequencies, dtype=float), axis=1)
-    near_gamma = q_length < q_cut
+    near_gamma = _in_acoustic_pocket_region(phonon, qpoints)
     excluded = frequencies.copy()
     excluded[near_gamma, :3] = np.inf
     acoustic = np.where(near_gamma, frequencies[:, :3].min(axis=1), np.inf)
@@ -282,6 +290,258 @@ def frequency_shifts(
         shifts[label] = shift.tolist()
         kept.extend(shift[np.abs(reference) > abs(IMAGINARY_TOLERANCE)].tolist())
     return shifts, float(np.mean(kept)) if kept else 0.0
+
+
+# -- renormalisation measures ------------------------------------------------------------------
+
+#: The modes whose relative frequency shift enters the renormalisation measures, in words.
+RELATIVE_SHIFT_RULE = (
+    "(renormalised - harmonic) / harmonic frequency of each mode (bands in ascending order at "
+    "each q-point) of a Gamma-centred q-mesh, the mean weighted by the q-point weights of the "
+    "symmetry-reduced mesh; left out: the three acoustic branches at the q-points inside the "
+    "first shell of q-points commensurate with the supercell (|q| < 1 / distance between "
+    "periodic images: they go to zero there) and every mode whose harmonic frequency is below "
+    f"{abs(IMAGINARY_TOLERANCE)} THz (imaginary or zero: no relative shift)"
+)
+
+#: The modes that count as stabilised, in words.
+STABILISED_RULE = (
+    f"imaginary in the harmonic phonons (below {IMAGINARY_TOLERANCE} THz) and real in the "
+    "renormalised ones, band by band in ascending order at each q-point of the symmetry-reduced "
+    "q-mesh and the labelled points of the band path; as in the stability test, "
+    + ACOUSTIC_POCKET_RULE
+)
+
+
+@dataclass
+class RenormalisationMeasures:
+    """How much the renormalised phonons differ from the harmonic ones (one temperature).
+
+    Attributes
+    ----------
+    renormalisation_mesh : list of int
+        The Gamma-centred q-mesh of the relative shifts.
+    mean_relative_shift : float or None
+        Weighted mean of (renormalised - harmonic) / harmonic over the modes of the mesh that
+        :data:`RELATIVE_SHIFT_RULE` keeps (dimensionless, 0.1 = 10 % stiffer); None if none.
+    mean_absolute_relative_shift : float or None
+        The same mean of the absolute relative shifts.
+    max_relative_shift : float or None
+        The relative shift of largest magnitude (signed) among those modes.
+    max_relative_shift_qpoint : list of float or None
+        Its q-point (fractional, reciprocal lattice of the primitive cell).
+    harmonic_lowest_optical_frequency, lowest_optical_frequency : float or None
+        The lowest optical frequency at Gamma (fourth band in ascending order, no LO-TO
+        splitting: q = 0 exactly), harmonic and renormalised, THz; None for one atom per cell.
+    lowest_optical_shift : float or None
+        Their difference, renormalised - harmonic, THz.
+    lowest_optical_relative_shift : float or None
+        That shift over the harmonic frequency (None where it is below the tolerance).
+    stabilised_modes : list of dict
+        Modes imaginary in the harmonic phonons and real in the renormalised ones
+        (:data:`STABILISED_RULE`): ``{"qpoint": [3 floats], "harmonic_frequencies": [THz],
+        "frequencies": [THz]}`` per q-point, the most imaginary first, at most
+        :data:`MAX_REPORTED_POCKETS` q-points.
+    stabilised_mode_fraction : float
+        Fraction of all modes of the mesh (q-point weights) that are stabilised.
+    harmonic_free_energy : float or None
+        Static energy plus the harmonic phonon free energy at the same temperature with the
+        harmonic force constants (:func:`harmonic_free_energy`), eV/atom; None when the
+        harmonic phonons are unstable.
+    anharmonic_free_energy : float or None
+        SSCHA free energy minus ``harmonic_free_energy``, eV/atom.
+    anharmonic_free_energy_error : float or None
+        Its standard error: that of the SSCHA free energy (the harmonic one is exact), eV/atom.
+    anharmonic_free_energy_note : str
+        ``"ok"`` or why it is undefined.
+    """
+
+    renormalisation_mesh: list[int]
+    mean_relative_shift: float | None
+    mean_absolute_relative_shift: float | None
+    max_relative_shift: float | None
+    max_relative_shift_qpoint: list[float] | None
+    harmonic_lowest_optical_frequency: float | None
+    lowest_optical_frequency: float | None
+    lowest_optical_shift: float | None
+    lowest_optical_relative_shift: float | None
+    stabilised_modes: list[dict[str, Any]]
+    stabilised_mode_fraction: float
+    harmonic_free_energy: float | None
+    anharmonic_free_energy: float | None
+    anharmonic_free_energy_error: float | None
+    anharmonic_free_energy_note: str
+
+
+def harmonic_free_energy(
+    phonon: Phonopy,
+    force_constants: NDArray[np.float64],
+    temperature: float,
+    statistics: str = "quantum",
+    mesh: float = 50.0,
+) -> float:
+    """Harmonic phonon free energy of ``force_constants`` at ``temperature``, eV/atom.
+
+    phonopy's thermal properties on its length-based q-mesh ``mesh`` (Å), the acoustic modes
+    at Gamma excluded, no NAC: the harmonic part of the SSCHA free energy
+    (:meth:`tdphonon.sscha.SSCHA.free_energy`) computed the same way. The static energy is
+    not included. ``statistics``: ``"quantum"`` or ``"classical"``.
+    """
+    from phonopy.physical_units import get_physical_units
+
+    copy = _with_force_constants(phonon, force_constants, nac=False)
+    copy.run_mesh(mesh)
+    copy.run_thermal_properties(
+        temperatures=[temperature],
+        classical=statistics == "classical",
+        exclude_gamma_acoustic=True,
+    )
+    free_energy = float(copy.thermal_properties.free_energy[0])  # kJ/mol per primitive cell
+    return free_energy / get_physical_units().EvTokJmol / len(copy.primitive)
+
+
+def _qpoint_frequencies(
+    phonon: Phonopy, force_constants: NDArray[np.float64], qpoints: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Frequencies (THz, ascending at each q-point) of ``force_constants`` at ``qpoints``."""
+    phonon = _with_force_constants(phonon, force_constants)
+    phonon.run_qpoints(qpoints)
+    return np.sort(np.asarray(phonon.qpoints.frequencies, dtype=float), axis=1)
+
+
+def renormalisation_measures(
+    phonon: Phonopy,
+    harmonic_force_constants: NDArray[np.float64],
+    force_constants: NDArray[np.float64],
+    temperature: float,
+    statistics: str = "quantum",
+    free_energy: float | None = None,
+    free_energy_error: float | None = None,
+    static_energy: float = 0.0,
+    harmonic_unstable: bool | None = None,
+    mesh: float = 30.0,
+    free_energy_mesh: float = 50.0,
+) -> RenormalisationMeasures:
+    """Relative frequency shifts, stabilised modes and anharmonic free energy at one T.
+
+    Parameters
+    ----------
+    phonon : Phonopy
+        Primitive cell and supercell of both sets of force constants; its NAC parameters,
+        if any, enter the frequencies (not the free energy).
+    harmonic_force_constants : ndarray, shape (N, N, 3, 3)
+        Harmonic (0 K) supercell force constants, eV/Å².
+    force_constants : ndarray, shape (N, N, 3, 3)
+        Renormalised (SSCHA) force constants at ``temperature``, eV/Å².
+    temperature : float
+        Temperature, K.
+    statistics : {"quantum", "classical"}
+        Statistics of the harmonic free energy (that of the SSCHA).
+    free_energy, free_energy_error : float, optional
+        SSCHA free energy and its standard error, eV/atom (static energy included).
+    static_energy : float
+        Energy of the undisplaced crystal, eV/atom: the SSCHA free energy's zero.
+    harmonic_unstable : bool, optional
+        Whether the harmonic phonons have imaginary modes (the harmonic document's
+        ``has_imaginary_modes``); default: tested on the q-points evaluated here.
+    mesh : float
+        phonopy's length (Å) of the Gamma-centred q-mesh of the shifts and stabilised modes.
+    free_energy_mesh : float
+        Its length for the harmonic free energy (the SSCHA's ``free_energy_mesh``).
+
+    Returns
+    -------
+    RenormalisationMeasures
+        See :data:`RELATIVE_SHIFT_RULE` and :data:`STABILISED_RULE` for the modes counted.
+    """
+    grid = _with_force_constants(phonon, harmonic_force_constants)
+    grid.run_mesh(mesh, is_gamma_center=True)
+    mesh_qpoints = np.asarray(grid.mesh.qpoints, dtype=float).reshape(-1, 3)
+    weights = np.asarray(grid.mesh.weights, dtype=float)
+    n_mesh = len(mesh_qpoints)
+    extra = [np.zeros(3), *labelled_qpoints(to_structure(phonon.primitive)).values()]
+    qpoints = np.concatenate([mesh_qpoints, np.asarray(extra, dtype=float)])
+    harmonic = _qpoint_frequencies(phonon, harmonic_force_constants, qpoints)
+    renormalised = _qpoint_frequencies(phonon, force_constants, qpoints)
+    excluded = np.zeros(harmonic.shape, dtype=bool)
+    excluded[_in_acoustic_pocket_region(phonon, qpoints), :3] = True
+
+    # relative shifts over the mesh
+    on_mesh, renormalised_on_mesh = harmonic[:n_mesh], renormalised[:n_mesh]
+    keep = ~excluded[:n_mesh] & (on_mesh > abs(IMAGINARY_TOLERANCE))
+    relative = np.full(on_mesh.shape, np.nan)
+    relative[keep] = (renormalised_on_mesh[keep] - on_mesh[keep]) / on_mesh[keep]
+    mean = mean_abs = largest = largest_q = None
+    if keep.any():
+        mode_weights = np.broadcast_to(weights[:, None], keep.shape)[keep]
+        mean = float(np.sum(mode_weights * relative[keep]) / mode_weights.sum())
+        mean_abs = float(np.sum(mode_weights * np.abs(relative[keep])) / mode_weights.sum())
+        q_index, band = np.unravel_index(np.nanargmax(np.abs(relative)), relative.shape)
+        largest = float(relative[q_index, band])
+        largest_q = mesh_qpoints[q_index].tolist()
+
+    # lowest optical modes at Gamma (row n_mesh)
+    optical = dict.fromkeys(("harmonic", "renormalised", "shift", "relative"))
+    if harmonic.shape[1] > 3:
+        h, r = float(harmonic[n_mesh, 3]), float(renormalised[n_mesh, 3])
+        optical.update(harmonic=h, renormalised=r, shift=r - h)
+        if h > abs(IMAGINARY_TOLERANCE):
+            optical["relative"] = (r - h) / h
+
+    # stabilised modes: mesh and labelled points, each q-point once
+    stabilised = (
+        ~excluded & (harmonic < IMAGINARY_TOLERANCE) & (renormalised >= IMAGINARY_TOLERANCE)
+    )
+    seen: set[tuple[float, ...]] = set()
+    modes = []
+    for index in np.flatnonzero(stabilised.any(axis=1)):
+        key = tuple(np.round(np.mod(qpoints[index], 1.0), 6) % 1.0)
+        if key in seen:
+            continue
+        seen.add(key)
+        bands = stabilised[index]
+        modes.append(
+            {
+                "qpoint": qpoints[index].tolist(),
+                "harmonic_frequencies": harmonic[index, bands].tolist(),
+                "frequencies": renormalised[index, bands].tolist(),
+            }
+        )
+    modes.sort(key=lambda mode: min(mode["harmonic_frequencies"]))
+    counts = stabilised[:n_mesh].sum(axis=1)
+    fraction = float(np.sum(weights * counts) / (weights.sum() * harmonic.shape[1]))
+
+    # anharmonic free energy
+    if harmonic_unstable is None:
+        harmonic_unstable = bool(np.any(~excluded & (harmonic < IMAGINARY_TOLERANCE)))
+    reference = anharmonic = error = None
+    if harmonic_unstable:
+        note = "undefined: the harmonic phonons are unstable (imaginary modes)"
+    else:
+        reference = static_energy + harmonic_free_energy(
+            phonon, harmonic_force_constants, temperature, statistics, free_energy_mesh
+        )
+        if free_energy is None:
+            note = "undefined: no SSCHA free energy"
+        else:
+            anharmonic, error, note = free_energy - reference, free_energy_error, "ok"
+    return RenormalisationMeasures(
+        renormalisation_mesh=[int(n) for n in grid.mesh_numbers],
+        mean_relative_shift=mean,
+        mean_absolute_relative_shift=mean_abs,
+        max_relative_shift=largest,
+        max_relative_shift_qpoint=largest_q,
+        harmonic_lowest_optical_frequency=optical["harmonic"],
+        lowest_optical_frequency=optical["renormalised"],
+        lowest_optical_shift=optical["shift"],
+        lowest_optical_relative_shift=optical["relative"],
+        stabilised_modes=modes[:MAX_REPORTED_POCKETS],
+        stabilised_mode_fraction=fraction,
+        harmonic_free_energy=reference,
+        anharmonic_free_energy=anharmonic,
+        anharmonic_free_energy_error=error,
+        anharmonic_free_energy_note=note,
+    )
 
 
 # -- force constants of an atomate2 phonon document ---------------------------------------------

@@ -33,7 +33,13 @@ from pymatgen.core import Structure
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.dos import PhononDos
 
-from tdphonon.phonons import ACOUSTIC_POCKET_RULE, IMAGINARY_TOLERANCE, MAX_REPORTED_POCKETS
+from tdphonon.phonons import (
+    ACOUSTIC_POCKET_RULE,
+    IMAGINARY_TOLERANCE,
+    MAX_REPORTED_POCKETS,
+    RELATIVE_SHIFT_RULE,
+    STABILISED_RULE,
+)
 from tdphonon.sscha import IterationRecord
 
 __all__ = [
@@ -447,6 +453,69 @@ class SSCHATemperatureDoc(Document):
     harmonic_has_imaginary_modes: bool = Field(description="Harmonic phonons unstable")
     stabilised: bool = Field(
         description="Harmonic phonons unstable and renormalised phonons stable"
+    )
+    # renormalisation measures (tdphonon.phonons.renormalisation_measures)
+    renormalisation_note: str = Field(
+        "not computed (document of an older tdphonon)",
+        description="'ok', or why the renormalisation measures below are None "
+        "(the harmonic force constants were not available)",
+    )
+    renormalisation_mesh: list[int] | None = Field(
+        None, description="Gamma-centred q-mesh of the relative frequency shifts"
+    )
+    mean_relative_shift: float | None = Field(
+        None,
+        description="Mean relative frequency shift, dimensionless (0.1: 10 % stiffer): "
+        f"{RELATIVE_SHIFT_RULE}",
+    )
+    mean_absolute_relative_shift: float | None = Field(
+        None, description="Mean of the absolute relative shifts (same modes and weights)"
+    )
+    max_relative_shift: float | None = Field(
+        None, description="Relative shift of largest magnitude (signed) among those modes"
+    )
+    max_relative_shift_qpoint: list[float] | None = Field(
+        None, description="Its q-point, fractional (reciprocal lattice of structure)"
+    )
+    harmonic_lowest_optical_frequency: float | None = Field(
+        None,
+        description="Lowest harmonic optical frequency at Gamma (fourth band, q = 0 exactly: "
+        "no LO-TO splitting), THz; None with one atom per cell",
+    )
+    lowest_optical_frequency: float | None = Field(
+        None, description="Lowest renormalised optical frequency at Gamma, THz"
+    )
+    lowest_optical_shift: float | None = Field(
+        None, description="lowest_optical_frequency - harmonic_lowest_optical_frequency, THz"
+    )
+    lowest_optical_relative_shift: float | None = Field(
+        None, description="That shift over the harmonic frequency (None if that is not real)"
+    )
+    stabilised_modes: Annotated[list[dict[str, Any]], Summary(include=True)] = Field(
+        default_factory=list,
+        description=f"Stabilised modes, {STABILISED_RULE}: {{'qpoint': fractional, "
+        "'harmonic_frequencies': THz, 'frequencies': THz} per q-point, the most imaginary "
+        f"first, at most {MAX_REPORTED_POCKETS} q-points",
+    )
+    stabilised_mode_fraction: float | None = Field(
+        None, description="Fraction of the modes of the q-mesh (q-point weights) stabilised"
+    )
+    harmonic_free_energy: float | None = Field(
+        None,
+        description="Harmonic free energy at this T with the harmonic force constants: static "
+        "energy plus phonopy's thermal properties on the SSCHA's free-energy mesh, same "
+        "statistics, eV/atom; None when the harmonic phonons are unstable",
+    )
+    anharmonic_free_energy: float | None = Field(
+        None,
+        description="Anharmonic free-energy correction: free_energy - harmonic_free_energy, "
+        "eV/atom (None when either is undefined)",
+    )
+    anharmonic_free_energy_error: float | None = Field(
+        None, description="Its standard error (that of free_energy), eV/atom"
+    )
+    anharmonic_free_energy_note: str | None = Field(
+        None, description="'ok' or why anharmonic_free_energy is undefined"
     )
     converged: bool = Field(description="SSCHA converged")
     message: str = Field(description="'converged' or why not")

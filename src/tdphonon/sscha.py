@@ -47,6 +47,7 @@ from phonopy.physical_units import get_physical_units
 
 from tdphonon.anharmonicity import AnharmonicityScore, anharmonicity_score
 from tdphonon.fitting import ForceConstantFitter
+from tdphonon.phonons import harmonic_free_energy
 from tdphonon.potentials import ForceEvaluator
 from tdphonon.sampling import Statistics, ThermalDistribution, translation_complement
 from tdphonon.structures import supercell_atoms, wyckoff_labels
@@ -638,18 +639,13 @@ class SSCHA:
         mean = float(np.sum(w * anharmonic) / w.sum())
         error = float(np.sqrt(np.sum(w**2 * (anharmonic - mean) ** 2)) / w.sum())
 
-        phonon = self.phonon
-        stored = phonon.force_constants
-        phonon.force_constants = force_constants
-        phonon.run_mesh(self.settings.free_energy_mesh)
-        phonon.run_thermal_properties(
-            temperatures=[self.temperature],
-            classical=self.settings.statistics == "classical",
-            exclude_gamma_acoustic=True,
+        harmonic_per_atom = harmonic_free_energy(
+            self.phonon,
+            force_constants,
+            self.temperature,
+            self.settings.statistics,
+            self.settings.free_energy_mesh,
         )
-        harmonic = float(phonon.thermal_properties.free_energy[0])
-        phonon.force_constants = stored
-        harmonic_per_atom = harmonic / get_physical_units().EvTokJmol / len(phonon.primitive)
         free_energy = self.reference_energy / self.n_atoms + harmonic_per_atom + mean
         return free_energy, error, "ok"
 

@@ -14,13 +14,18 @@ EPILOG = """\
 examples:
   tdphonon evaluate --model ../shared/models/M3GNet-MP-2021.2.8-PES ../shared/data/phonon-forcesets
   tdphonon evaluate --model finetuned/ ../shared/data/phonon-forcesets/NaCl --json nacl.json
+  tdphonon evaluate --model finetuned/ ../shared/data/phonondb/archives/materials-id-149-*.tar.lzma
 
 DATA: phonopy_params.yaml[.xz], phonopy_disp.yaml (+ FORCE_SETS), phono3py_params*.yaml[.xz],
-phono3py_disp.yaml (+ FORCES_FC3), extended XYZ files, or folders holding them.
+phono3py_disp.yaml (+ FORCES_FC3), extended XYZ files, phonondb archives (*.tar.lzma, read
+without unpacking) or their unpacked folders, or folders holding any of them. A broken
+phonondb archive is skipped with a one-line warning naming it (listed under "skipped" in
+--json).
 Protocol: the potential computes forces on the same displaced supercells as the DFT set,
 the residual forces of the undisplaced supercell are removed, force constants are built the
 same way as for the DFT forces (phonopy finite displacements, or symfc for random sets), and
-frequencies are compared on a Gamma-centred mesh (phonopy mesh length 20 Å, no NAC).
+frequencies are compared on a Gamma-centred mesh (phonopy mesh length 20 Å), with the
+non-analytical correction where the data has Born charges (phonondb BORN), on both sides.
 """
 
 
@@ -34,7 +39,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data", nargs="+", type=existing_path, help="force-set files or folders")
+    parser.add_argument(
+        "data",
+        nargs="+",
+        type=existing_path,
+        help="force-set files, phonondb archives, or folders of them",
+    )
     add_model_option(parser)
     add_device_option(parser)
     parser.add_argument(
@@ -64,6 +74,9 @@ def command(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     print(format_evaluation(result))
     if args.json:
-        args.json.write_text(json.dumps(result.as_dict(), indent=1))
+        doc = result.as_dict()
+        if getattr(sets, "skipped", None):
+            doc["skipped"] = [{"path": p, "error": e} for p, e in sets.skipped]
+        args.json.write_text(json.dumps(doc, indent=1))
         print(f"wrote {args.json}")
     return 0

@@ -27,8 +27,13 @@ examples:
       --out finetuned --epochs 8 --validation NaCl SnO2
   tdphonon run examples/NaCl.cif --model finetuned
 
+DATA: the formats of 'tdphonon evaluate' (phonopy, phono3py, extended XYZ, phonondb
+*.tar.lzma archives or their unpacked folders, folders of them); a broken phonondb archive is
+skipped with a one-line warning naming it.
+
 Compounds are split (never structures): --validation names the held-out compounds (force-set
-names: the folder name for phonopy_params.yaml files), otherwise --validation-fraction of
+names: the folder name for phonopy_params.yaml files, mp-<id>-<formula> for phonondb, e.g.
+mp-149-Si), otherwise --validation-fraction of
 them is chosen with --seed. The best epoch by validation phonon-frequency MAE is kept. OUT
 is loadable by matgl.load_model and by tdphonon (tdphonon.json records the message
 convention); OUT/provenance.json holds the base model, data, settings and metrics.
@@ -49,7 +54,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data", nargs="+", type=existing_path, help="force-set files or folders")
+    parser.add_argument(
+        "data",
+        nargs="+",
+        type=existing_path,
+        help="force-set files, phonondb archives (*.tar.lzma) or their folders, or folders of them",
+    )
     parser.add_argument("--base", required=True, help="pretrained matgl model folder or name")
     parser.add_argument(
         "--out", required=True, type=output_dir, metavar="OUT", help="output model folder"

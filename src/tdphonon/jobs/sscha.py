@@ -36,7 +36,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from jobflow import CURRENT_JOB, Job, JobConfig, Response, job
+from jobflow import CURRENT_JOB, Job, JobConfig, OutputReference, Response, job
 from monty.json import MSONable
 from pymatgen.core import Structure
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
@@ -51,6 +51,7 @@ from tdphonon.phonons import (
     labelled_qpoints,
     phonon_doc_force_constants,
     phonon_spectrum,
+    renormalisation_measures,
 )
 from tdphonon.potentials import NonFiniteForcesError, PotentialSpec
 from tdphonon.potentials.spec import is_output_reference
@@ -165,6 +166,11 @@ class HarmonicReference(MSONable):
         NAC parameters per site of ``structure`` (the harmonic document's ``nac_params``):
         LO-TO splitting in the final band structure, DOS and labelled frequencies. The
         SSCHA itself works on commensurate modes, where they do not enter.
+    harmonic_uuid : str, optional
+        uuid of the harmonic job (set by :meth:`from_harmonic` in a flow): the final
+        iteration loads the harmonic force constants from the store by it, for the
+        renormalisation measures, so that no array travels in the job inputs. None: the
+        measures are not computed.
     """
 
     structure: Structure
@@ -174,6 +180,7 @@ class HarmonicReference(MSONable):
     labelled_frequencies: dict[str, list[float]]
     has_imaginary_modes: bool
     nac_params: dict[str, Any] | None = None
+    harmonic_uuid: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.structure, dict):
@@ -186,13 +193,18 @@ class HarmonicReference(MSONable):
         Parameters
         ----------
         harmonic : HarmonicPhononDoc, dict or OutputReference
-            The harmonic job's output.
+            The harmonic job's output; an OutputReference also gives ``harmonic_uuid``.
         nac : bool
             Take its ``nac_params`` (else no NAC in the results).
         """
-        fields = [f.name for f in dataclasses.fields(cls)]
-        values = {name: field_value(harmonic, name) for name in fields if name != "nac_params"}
-        return cls(**values, nac_params=field_value(harmonic, "nac_params") if nac else None)
+        own = ("nac_params", "harmonic_uuid")
+        fields = [f.name for f in dataclasses.fields(cls) if f.name not in own]
+        values = {name: field_value(harmonic, name) for name in fields}
+        return cls(
+            **values,
+            nac_params=field_value(harmonic, "nac_params") if nac else None,
+            harmonic_uuid=harmonic.uuid if isinstance(harmonic, OutputReference) else None,
+        )
 
     def compact(self) -> HarmonicReference:
         """The same with the forces as nested lists (small, JSON-ready job inputs)."""
@@ -521,6 +533,33 @@ def _load_state(store: JobStore, continuation: SSCHAContinuation) -> SSCHAState:
     )
 
 
+def _harmonic_force_constants(
+    store: JobStore, harmonic: HarmonicReference
+) -> tuple[np.ndarray | None, str]:
+    """The harmonic force constants, from the harmonic job's stored output, or why not.
+
+    Loaded by the harmonic job's uuid (:attr:`HarmonicReference.harmonic_uuid`) so that
+    the job inputs carry no array.
+    """
+    if harmonic.harmonic_uuid is None:
+        return None, "not computed: no harmonic job output to take the harmonic force constants"
+    doc = store.query_one(
+        {"uuid": harmonic.harmonic_uuid},
+        properties=["output.force_constants"],
+        sort={"index": -1},
+        load={"data": ["force_constants"]},
+    )
+    force_constants = None if doc is None else doc.get("output", {}).get("force_constants")
+    if force_constants is None or isinstance(force_constants, dict):
+        reason = (
+            f"not computed: the harmonic force constants (job {harmonic.harmonic_uuid}) "
+            "are not in the store"
+        )
+        logger.warning("renormalisation measures %s", reason)
+        return None, reason
+    return np.asarray(force_constants, dtype=float), "ok"
+
+
 def _temperature_doc(
     phonon: Phonopy,
     harmonic: HarmonicReference,
@@ -528,6 +567,8 @@ def _temperature_doc(
     final_iteration: SSCHAIterationDoc,
     warm_start: str,
     model_provenance: dict[str, Any],
+    harmonic_force_constants: np.ndarray | None = None,
+    renormalisation_note: str = "not computed: no harmonic force constants given",
 ) -> SSCHATemperatureDoc:
     structure, supercell_matrix = harmonic.structure, harmonic.supercell_matrix
     nac_params = harmonic.nac_params
@@ -547,6 +588,27 @@ def _temperature_doc(
     shifts, mean_shift = frequency_shifts(
         spectrum.labelled_frequencies, harmonic_labelled_frequencies
     )
+    measures: dict[str, Any] = {"renormalisation_note": renormalisation_note}
+    if harmonic_force_constants is not None:
+        if harmonic_force_constants.shape != result.force_constants.shape:
+            measures["renormalisation_note"] = (
+                f"not computed: harmonic force constants of shape {harmonic_force_constants.shape}"
+                f" for a supercell of shape {result.force_constants.shape}"
+            )
+        else:
+            values = renormalisation_measures(
+                phonon,
+                harmonic_force_constants,
+                result.force_constants,
+                result.temperature,
+                statistics=result.settings.statistics,
+                free_energy=result.free_energy,
+                free_energy_error=result.free_energy_error,
+                static_energy=float(harmonic.reference_energy) / len(phonon.supercell),
+                harmonic_unstable=harmonic_has_imaginary_modes,
+                free_energy_mesh=result.settings.free_energy_mesh,
+            )
+            measures.update(dataclasses.asdict(values), renormalisation_note="ok")
     return SSCHATemperatureDoc(
         temperature=result.temperature,
         statistics=result.settings.statistics,
@@ -575,6 +637,7 @@ def _temperature_doc(
         has_imaginary_modes=spectrum.has_imaginary_modes,
         harmonic_has_imaginary_modes=harmonic_has_imaginary_modes,
         stabilised=harmonic_has_imaginary_modes and not spectrum.has_imaginary_modes,
+        **measures,
         converged=result.converged,
         message=result.message,
         n_force_evaluations=result.n_force_evaluations,
@@ -758,4 +821,5 @@ def _sscha_iteration(
         iteration,
         warm_start,
         calculator.provenance(),
+        *_harmonic_force_constants(CURRENT_JOB.store, harmonic),
     )
