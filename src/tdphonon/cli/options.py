@@ -96,51 +96,37 @@ def positive_int_or_auto(text: str) -> int | str:
     return value
 
 
-def _finite(text: str, what: str) -> float:
+def _real(text: str, what: str, accept: Callable[[float], bool] = math.isfinite) -> float:
+    """A finite number that ``accept`` takes; else the error says ``expected <what>``."""
     value = _number(text, float, what)
-    if not math.isfinite(value):
+    if not (math.isfinite(value) and accept(value)):
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    value = _finite(text, "a finite number > 0")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _real(text, "a finite number > 0", lambda v: v > 0)
 
 
 def non_negative_float(text: str) -> float:
     """A finite number >= 0."""
-    value = _finite(text, "a finite number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+    return _real(text, "a finite number >= 0", lambda v: v >= 0)
 
 
 def fraction(text: str) -> float:
     """A number in [0, 1)."""
-    value = _finite(text, "a fraction in [0, 1)")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
+    return _real(text, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def temperature(text: str) -> float:
     """A finite temperature >= 0 K."""
-    value = _finite(text, "a finite temperature >= 0 K")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite temperature >= 0 K, got {text!r}")
-    return value
+    return _real(text, "a finite temperature >= 0 K", lambda v: v >= 0)
 
 
 def positive_temperature(text: str) -> float:
     """A finite temperature > 0 K."""
-    value = _finite(text, "a finite temperature > 0 K")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite temperature > 0 K, got {text!r}")
-    return value
+    return _real(text, "a finite temperature > 0 K", lambda v: v > 0)
 
 
 _CUDA = re.compile(r"cuda(?::(\d+))?")
