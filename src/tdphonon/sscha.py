@@ -261,25 +261,6 @@ class SSCHAResult:
     qpoint_frequency_errors: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     anharmonicity: AnharmonicityScore | None = None
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready scalars of the result."""
-        return {
-            "temperature": self.temperature,
-            "converged": self.converged,
-            "message": self.message,
-            "n_force_evaluations": self.n_force_evaluations,
-            "n_iterations": self.n_iterations,
-            "free_energy": self.free_energy,
-            "free_energy_error": self.free_energy_error,
-            "min_frequency": float(self.frequencies.min()),
-            "frequency_error": float(
-                max(
-                    self.frequency_errors.max(initial=0),
-                    self.qpoint_frequency_errors.max(initial=0),
-                )
-            ),
-        }
-
 
 def _effective_sample_size(weights: NDArray[np.float64]) -> float:
     """Kong-Liu effective sample size (sum w)^2 / sum w^2."""

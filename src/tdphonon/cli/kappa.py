@@ -10,13 +10,12 @@ from typing import Any
 from tdphonon.cli import CommandError, report
 from tdphonon.cli.options import (
     add_kappa_options,
+    add_report_options,
     add_sscha_options,
     add_store_option,
     add_temperatures_option,
     conductivity_maker,
     existing_path,
-    output_dir,
-    output_file,
     sscha_maker,
 )
 
@@ -68,21 +67,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_kappa_options(parser)
     add_sscha_options(parser)
     add_store_option(parser)
-    parser.add_argument(
-        "--json",
-        type=output_file,
-        metavar="FILE",
-        help="write the per-temperature kappa JSON (its directory must exist)",
-    )
-    parser.add_argument(
-        "--plots",
-        type=output_dir,
-        metavar="DIR",
-        default=Path("."),
-        help="directory for the kappa(T) plot (default: current)",
-    )
-    parser.add_argument("--no-plots", action="store_true", help="do not write plots")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    add_report_options(parser, "write the per-temperature kappa JSON", "the kappa(T) plot")
     return parser
 
 

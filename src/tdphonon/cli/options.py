@@ -28,6 +28,7 @@ __all__ = [
     "add_device_option",
     "add_kappa_options",
     "add_model_option",
+    "add_report_options",
     "add_sscha_options",
     "add_store_option",
     "add_temperatures_option",
@@ -333,6 +334,22 @@ def check_temperatures(
     except ValueError as error:
         option = "--statistics classical" if statistics == "classical" else "--kappa"
         raise CommandError(f"-T: {error} ({option})") from None
+
+
+def add_report_options(parser: argparse.ArgumentParser, json_help: str, plots_help: str) -> None:
+    """``--json FILE``, ``--plots DIR``, ``--no-plots`` and ``-q/--quiet`` of ``run``, ``kappa``."""
+    parser.add_argument(
+        "--json", type=output_file, metavar="FILE", help=f"{json_help} (its directory must exist)"
+    )
+    parser.add_argument(
+        "--plots",
+        type=output_dir,
+        metavar="DIR",
+        default=Path("."),
+        help=f"directory for {plots_help} (default: current)",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="do not write plots")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:

@@ -10,13 +10,13 @@ from typing import Any
 from tdphonon.cli import report
 from tdphonon.cli.options import (
     add_kappa_options,
+    add_report_options,
     add_sscha_options,
     add_store_option,
     add_temperatures_option,
     check_temperatures,
     conductivity_maker,
     output_dir,
-    output_file,
     sscha_maker,
 )
 
@@ -54,21 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="write phonopy files with force constants",
     )
-    run.add_argument(
-        "--json",
-        type=output_file,
-        metavar="FILE",
-        help="write a JSON summary (its directory must exist)",
-    )
-    run.add_argument(
-        "--plots",
-        type=output_dir,
-        metavar="DIR",
-        default=Path("."),
-        help="directory for band-structure and convergence plots (default: current)",
-    )
-    run.add_argument("--no-plots", action="store_true", help="do not write plots")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    add_report_options(run, "write a JSON summary", "band-structure and convergence plots")
     run.add_argument(
         "--kappa",
         action="store_true",
