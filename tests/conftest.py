@@ -21,6 +21,15 @@ def _single_threaded_blas():
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """tdphonon's caches (training graphs) in a temporary folder, not in the home folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TDPHONON_CACHE", str(tmp_path_factory.mktemp("tdphonon-cache")))
+    yield
+    mp.undo()
+
+
 def _find_shared() -> Path:
     """``$TDPHONON_SHARED``, else ``shared/`` beside the repository, else beside the checkout
     this one was cloned from (a clean clone in a temporary folder, as CI makes)."""

@@ -156,15 +156,18 @@ def test_get_calculator_environment(monkeypatch, tmp_path):
     from tdphonon import potentials
 
     monkeypatch.delenv("TDPHONON_MODEL", raising=False)
-    assert potentials.default_model() == potentials.DEFAULT_MODEL == "M3GNet-MP-2021.2.8-PES"
-    # no model anywhere: the default is the pretrained M3GNet by its hub name; offline and not
-    # cached, the message says what to do in the command's words, and names no local path
+    assert potentials.default_model() == potentials.DEFAULT_MODEL == "M3GNet-phonondb-PBEsol"
+    # no model anywhere: the default is shipped with the package, loaded offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("matgl.config.MATGL_CACHE", tmp_path / "empty-cache")
+    assert get_calculator().provenance()["origin"] == "shipped"
+    # a hub name offline and not cached: the message says what to do in the command's
+    # words, and names no local path
     with pytest.raises(ModelLoadError, match=r"M3GNet-MP-2021\.2\.8-PES") as error:
-        get_calculator()
+        get_calculator("M3GNet-MP-2021.2.8-PES")
     message = str(error.value)
     assert "--model" in message and "model=" not in message and "shared" not in message
+    assert "M3GNet-phonondb-PBEsol" in message  # the shipped model works offline
     monkeypatch.setenv("TDPHONON_MODEL", "emt")
     assert get_calculator().name == "emt"
     emt = AseCalculator(EMT())

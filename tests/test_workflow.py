@@ -294,9 +294,11 @@ def test_bad_inputs_fail_when_the_flow_is_made():
 
 def test_get_store(tmp_path):
     from jobflow import JobStore
-    from maggma.stores import MemoryStore, MontyStore
+    from maggma.stores import MemoryStore
 
-    assert isinstance(get_store(tmp_path / "embedded").docs_store, MontyStore)
+    from tdphonon.sqlite_store import SQLiteStore
+
+    assert isinstance(get_store(tmp_path / "embedded").docs_store, SQLiteStore)
     spec = tmp_path / "store.yaml"
     spec.write_text(
         "docs_store:\n  type: MemoryStore\n  collection_name: docs\n"

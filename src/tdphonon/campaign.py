@@ -1,9 +1,14 @@
-"""High-throughput campaigns: one SSCHA flow per structure, submitted to FireWorks.
+"""High-throughput campaigns: one SSCHA flow per structure, run here or on FireWorks.
 
-A campaign is many crystals computed with the same settings. :class:`CampaignMaker` builds
-each crystal's flow: optionally a fine-tuning job first (whose model every SSCHA job
-uses), then :class:`~tdphonon.flows.sscha.SSCHAMaker`'s relax -> harmonic -> SSCHA
-iterations, optionally followed by the thermal conductivity. Every job carries the
+A campaign is many crystals computed with the same settings. :func:`read_structures` reads
+them (files, folders, JSON collections such as phonondb's ``unitcells.json.xz``,
+Materials Project ids) and :class:`StructureFilter` selects some (atoms, elements, space
+groups, ids, a seeded sample). :func:`run_campaign` runs them on this machine, in worker
+processes that each load the potential once, into one store (resumable: finished
+crystals are skipped); :func:`submit_flows` adds them to a FireWorks launchpad instead.
+:class:`CampaignMaker` builds each crystal's flow: optionally a fine-tuning job first
+(whose model every SSCHA job uses), then :class:`~tdphonon.flows.sscha.SSCHAMaker`'s
+relax -> harmonic -> SSCHA iterations, optionally followed by the thermal conductivity. Every job carries the
 material's identity in its metadata (``tdphonon_key``, ``material``, ``formula``, the
 temperatures), so the JobStore and the launchpad can be queried per material, and
 :func:`submit_flows` skips a structure already submitted with the same settings.
@@ -29,7 +34,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,13 +54,18 @@ if TYPE_CHECKING:
     from jobflow import JobStore
 
 __all__ = [
+    "FINISHED",
     "HEAVY_JOBS",
     "CampaignMaker",
+    "CampaignReport",
+    "StructureFilter",
     "SubmissionReport",
     "existing_keys",
+    "is_collection",
     "material_key",
     "read_structures",
     "route_jobs",
+    "run_campaign",
     "submit_flows",
 ]
 
@@ -70,36 +82,241 @@ HEAVY_JOBS: tuple[str, ...] = (
 
 _STRUCTURE_SUFFIXES = {".cif", ".json", ".vasp", ".poscar", ".xyz", ".extxyz", ".cell"}
 _POSCAR_NAMES = ("POSCAR", "CONTCAR")
+#: Compressed JSON collections (read as JSON once decompressed).
+_COMPRESSED_JSON = (".json.xz", ".json.gz")
+#: Record fields naming a structure of a collection, in order of preference.
+_ID_FIELDS = ("mpid", "id", "material_id", "name")
+#: Symmetry tolerance of the space group of a structure that a collection does not state, Å.
+_SYMPREC = 1e-3
 
 
 # -- structures ---------------------------------------------------------------------------------
 
 
 def _is_structure_file(path: Path) -> bool:
-    return path.suffix.lower() in _STRUCTURE_SUFFIXES or path.name.startswith(_POSCAR_NAMES)
+    return (
+        path.suffix.lower() in _STRUCTURE_SUFFIXES
+        or path.name.startswith(_POSCAR_NAMES)
+        or path.name.lower().endswith(_COMPRESSED_JSON)
+    )
 
 
-def _read_json_structures(path: Path) -> list[tuple[str, Structure]]:
-    """Structures of a pymatgen JSON file: one Structure, or a list of them."""
-    from monty.serialization import loadfn
+def _is_json(path: Path) -> bool:
+    return path.name.lower().endswith((".json", *_COMPRESSED_JSON))
 
+
+def _load_json(path: Path) -> Any:
+    """The JSON content of ``path`` (``.json``, or compressed ``.json.xz`` / ``.json.gz``)."""
+    import gzip
+    import lzma
+
+    name = path.name.lower()
+    opener = lzma.open if name.endswith(".xz") else gzip.open if name.endswith(".gz") else open
     try:
-        content = loadfn(path)
-    except Exception as error:
-        raise StructureError(f"cannot read {path}: {error}") from None
-    items = content if isinstance(content, list) else [content]
-    structures = []
-    for number, item in enumerate(items):
-        if isinstance(item, dict):
+        with opener(path, "rt", encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as error:
+        raise StructureError(f"cannot read {path}: {' '.join(str(error).split())}") from None
+
+
+def is_collection(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file of several structures: a compressed JSON collection, or a
+    JSON list or mapping that is not a single pymatgen Structure (read to tell)."""
+    path = Path(path).expanduser()
+    if not path.is_file() or not _is_json(path):
+        return False
+    if path.name.lower().endswith(_COMPRESSED_JSON):
+        return True
+    try:
+        content = _load_json(path)
+    except StructureError:
+        return False  # reported by whoever reads it
+    return isinstance(content, list) or not _is_record(content)
+
+
+def _is_structure(item: Any) -> bool:
+    return isinstance(item, dict) and "lattice" in item and "sites" in item
+
+
+def _is_record(item: Any) -> bool:
+    """A Structure dict, or a record holding one structure (``poscar`` or ``structure``)."""
+    return _is_structure(item) or (
+        isinstance(item, dict) and ("poscar" in item or isinstance(item.get("structure"), dict))
+    )
+
+
+@dataclass
+class _Candidate:
+    """A structure of the inputs, read only when needed: a collection's record states its
+    id, formula, atoms and space group, so the filters run before its POSCAR is parsed."""
+
+    name: str
+    origin: str  # for messages: "<file> entry <n>"
+    structure: Structure | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Structure:
+        if self.structure is None:
+            self.structure = _record_structure(self.record, self.origin)
+        return self.structure
+
+    def n_atoms(self) -> int:
+        stated = self.record.get("nat_unit")
+        if self.structure is None and isinstance(stated, int) and not isinstance(stated, bool):
+            return stated
+        return len(self.load())
+
+    def elements(self) -> set[str]:
+        formula = self.record.get("formula")
+        if self.structure is None and isinstance(formula, str) and formula:
+            from pymatgen.core import Composition
+
             try:
-                item = Structure.from_dict(item)
-            except Exception:
-                raise StructureError(f"{path} entry {number} is not a pymatgen Structure") from None
-        if not isinstance(item, Structure):
-            raise StructureError(f"{path} entry {number} is not a pymatgen Structure")
-        name = path.stem if len(items) == 1 else f"{path.stem}-{number}"
-        structures.append((name, item))
-    return structures
+                return {element.symbol for element in Composition(formula).elements}
+            except (ValueError, KeyError):
+                pass  # not a formula pymatgen reads: ask the structure
+        return {element.symbol for element in self.load().composition.elements}
+
+    def space_group(self) -> int:
+        stated = self.record.get("spg_num")
+        if self.structure is None and isinstance(stated, int) and not isinstance(stated, bool):
+            return stated
+        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+        return SpacegroupAnalyzer(self.load(), symprec=_SYMPREC).get_space_group_number()
+
+
+def _record_structure(record: dict[str, Any], origin: str) -> Structure:
+    """The structure of a collection entry: a Structure dict, or a record with ``poscar``
+    (POSCAR text) or ``structure`` (a Structure dict)."""
+    try:
+        if _is_structure(record):
+            return Structure.from_dict(record)
+        if isinstance(record.get("structure"), dict):
+            return Structure.from_dict(record["structure"])
+        if isinstance(record.get("poscar"), str):
+            from pymatgen.io.vasp import Poscar
+
+            return Poscar.from_str(record["poscar"]).structure
+    except Exception as error:
+        message = " ".join(str(error).split())[:200]
+        raise StructureError(f"{origin}: cannot read its structure: {message}") from None
+    raise StructureError(
+        f"{origin} is neither a pymatgen Structure nor a record with 'poscar' or 'structure'"
+    )
+
+
+def _json_candidates(path: Path) -> list[_Candidate]:
+    """Entries of a JSON file: one Structure, a list of Structures or records, or a mapping
+    of names to those (records: ``poscar`` or ``structure``, plus ``mpid``/``id``,
+    ``formula``, ``spg_num``, ``nat_unit``, as in phonondb's ``unitcells.json.xz``)."""
+    content = _load_json(path)
+    stem = path.name
+    for suffix in (*_COMPRESSED_JSON, ".json"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    if isinstance(content, dict) and not _is_record(content):
+        items = [(str(name), item) for name, item in content.items()]
+    else:
+        single = not isinstance(content, list)
+        content = [content] if single else content
+        items = [
+            (stem if single else f"{stem}-{number}", item) for number, item in enumerate(content)
+        ]
+    candidates = []
+    for number, (default_name, item) in enumerate(items):
+        origin = f"{path} entry {number}"
+        if not isinstance(item, dict):
+            raise StructureError(f"{origin} is not a pymatgen Structure or a record")
+        name = next((str(item[f]) for f in _ID_FIELDS if item.get(f) not in (None, "")), None)
+        candidates.append(_Candidate(name or default_name, origin, record=item))
+    return candidates
+
+
+@dataclass(frozen=True)
+class StructureFilter:
+    """Which structures of the inputs a campaign takes.
+
+    The criteria are applied in this order, all of them (and); a collection's records are
+    judged on what they state (``nat_unit``, ``formula``, ``spg_num``, the id) before any
+    structure is parsed.
+
+    Parameters
+    ----------
+    max_atoms : int, optional
+        At most this many atoms in the cell given.
+    elements : sequence of str
+        Keep compounds containing any of these elements (all if empty).
+    exclude_elements : sequence of str
+        Drop compounds containing any of these.
+    spacegroups : sequence of int
+        Keep these space-group numbers (1-230; all if empty). Structures whose collection
+        does not state one get it from spglib (symprec 1e-3 Å).
+    ids : sequence of str, optional
+        Keep these names (collection ids such as ``mp-149``, file stems); ids missing
+        from the inputs are logged.
+    sample : int, optional
+        Then keep a random sample of this many (all if fewer), in the input order: the
+        first ``sample`` of a permutation drawn with ``seed``, so a larger sample with the
+        same seed contains the smaller one.
+    seed : int
+        Seed of the sample.
+    """
+
+    max_atoms: int | None = None
+    elements: Sequence[str] = ()
+    exclude_elements: Sequence[str] = ()
+    spacegroups: Sequence[int] = ()
+    ids: Sequence[str] | None = None
+    sample: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from pymatgen.core import Element
+
+        for name in ("max_atoms", "sample"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("elements", "exclude_elements"):
+            bad = [e for e in getattr(self, name) if not Element.is_valid_symbol(e)]
+            if bad:
+                raise ValueError(f"{name}: not element symbols: {', '.join(map(str, bad))}")
+        bad = [g for g in self.spacegroups if isinstance(g, bool) or g not in range(1, 231)]
+        if bad:
+            raise ValueError(f"spacegroups must be numbers 1-230, got {bad}")
+
+    def _select(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        selected = candidates
+        if self.ids is not None:
+            wanted = set(self.ids)
+            selected = [c for c in selected if c.name in wanted]
+            missing = wanted - {c.name for c in selected}
+            if missing:
+                logger.warning(
+                    "%d of the ids asked for are not in the inputs: %s",
+                    len(missing),
+                    ", ".join(sorted(missing)[:10]) + (" ..." if len(missing) > 10 else ""),
+                )
+        if self.elements:
+            wanted = set(self.elements)
+            selected = [c for c in selected if c.elements() & wanted]
+        if self.exclude_elements:
+            unwanted = set(self.exclude_elements)
+            selected = [c for c in selected if not c.elements() & unwanted]
+        if self.max_atoms is not None:
+            selected = [c for c in selected if c.n_atoms() <= self.max_atoms]
+        if self.spacegroups:
+            groups = set(self.spacegroups)
+            selected = [c for c in selected if c.space_group() in groups]
+        if self.sample is not None and self.sample < len(selected):
+            import random
+
+            order = list(range(len(selected)))
+            random.Random(self.seed).shuffle(order)
+            selected = [selected[i] for i in sorted(order[: self.sample])]
+        return selected
 
 
 def _fetch_materials_project(
@@ -128,37 +345,49 @@ def _fetch_materials_project(
     return [(i, found[i]) for i in ids]
 
 
+def _is_materials_project_id(text: str) -> bool:
+    return not Path(text).expanduser().exists() and text.lower().startswith(("mp-", "mvc-"))
+
+
 def read_structures(
-    sources: Iterable[str | os.PathLike], mp_api_key: str | None = None
+    sources: Iterable[str | os.PathLike],
+    mp_api_key: str | None = None,
+    selection: StructureFilter | None = None,
 ) -> list[tuple[str, Structure]]:
     """Read the structures of a campaign.
 
     Parameters
     ----------
     sources : iterable of str or path
-        Files (CIF, POSCAR/CONTCAR, ``*.vasp``, pymatgen JSON of one Structure or a list
-        of them, or any format ASE reads), folders (every structure file in them, not
-        recursive, sorted by name), or Materials Project ids (``mp-149``; need the
-        ``mp-api`` client and an API key).
+        Files (CIF, POSCAR/CONTCAR, ``*.vasp``, any format ASE reads), JSON collections
+        (``.json``, ``.json.xz``, ``.json.gz``: one pymatgen Structure, a list of them, a
+        list of records with ``poscar`` or ``structure`` and an ``mpid``/``id`` naming
+        each, such as phonondb's ``unitcells.json.xz``, or a mapping of names to either),
+        folders (every such file in them, not recursive, sorted by name), or Materials
+        Project ids (``mp-149``; need the ``mp-api`` client and an API key).
     mp_api_key : str, optional
         Materials Project API key; default ``$MP_API_KEY`` (or ``$PMG_MAPI_KEY``).
+    selection : StructureFilter, optional
+        Which of them to keep (records of collections are judged before they are parsed).
 
     Returns
     -------
     list of (str, Structure)
-        A name for each structure (file stem, or the id) and the structure.
+        A name for each structure (file stem, the collection's id, ``<stem>-<n>`` for a
+        list without ids, or the Materials Project id) and the structure.
 
     Raises
     ------
     StructureError
-        A file that cannot be read, an empty folder, an unknown id.
+        A file that cannot be read, an empty folder, an unknown id, nothing left after
+        ``selection``.
     """
-    structures: list[tuple[str, Structure]] = []
+    candidates: list[_Candidate] = []
     mp_ids: list[str] = []
     for source in sources:
         text = str(source)
         path = Path(text).expanduser()
-        if not path.exists() and text.lower().startswith(("mp-", "mvc-")):
+        if _is_materials_project_id(text):
             mp_ids.append(text)
             continue
         if path.is_dir():
@@ -170,13 +399,21 @@ def read_structures(
         else:
             raise StructureError(f"structure file or folder not found: {path}")
         for file in files:
-            if file.suffix.lower() == ".json":
-                structures.extend(_read_json_structures(file))
+            if _is_json(file):
+                candidates.extend(_json_candidates(file))
             else:
-                structures.append((file.stem if file.suffix else file.name, read_structure(file)))
+                name = file.stem if file.suffix else file.name
+                candidates.append(_Candidate(name, str(file), read_structure(file)))
     if mp_ids:
-        structures.extend(_fetch_materials_project(mp_ids, mp_api_key))
-    return structures
+        for name, structure in _fetch_materials_project(mp_ids, mp_api_key):
+            candidates.append(_Candidate(name, name, structure))
+    if selection is not None:
+        total = len(candidates)
+        candidates = selection._select(candidates)
+        if not candidates:
+            raise StructureError(f"none of the {total} structures given passes the filters")
+        logger.info("%d of %d structures selected", len(candidates), total)
+    return [(candidate.name, candidate.load()) for candidate in candidates]
 
 
 # -- identity -----------------------------------------------------------------------------------
@@ -639,3 +876,476 @@ def submit_flows(
         bar.close()
     logger.info("campaign: %s", report.summary())
     return report
+
+
+# -- campaigns on this machine ------------------------------------------------------------------
+
+#: Statuses (:meth:`tdphonon.query.CampaignResults.materials`) of a finished material: a rerun
+#: of the campaign skips it.
+FINISHED = ("completed", "not converged")
+
+#: Runs of one material that may end with its worker process dying (out of memory, a
+#: crash in native code) before it is reported failed: the other materials running in
+#: the same pool when it died are run again.
+_MAX_ATTEMPTS = 2
+
+
+@dataclass
+class _Task:
+    """One material to run: its name, structure and identity key."""
+
+    name: str
+    structure: Structure
+    key: str
+    replace: bool = False  # the store holds an earlier, unfinished or failed, run of it
+
+
+@dataclass
+class _Outcome:
+    """What one material's run gives back to the process that writes the store."""
+
+    status: str
+    reason: str | None = None
+    failure: str | None = None  # the kind of failure: "<stage>: <error type>"
+    wall_s: float = 0.0
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    blobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _memory_store() -> JobStore:
+    """A private in-memory JobStore (maggma ``MemoryStore``) for one material's run."""
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    store = JobStore(
+        MemoryStore("outputs"), additional_stores={"data": MemoryStore("outputs_blobs")}
+    )
+    store.connect()
+    return store
+
+
+def _run_material(maker: CampaignMaker, task: _Task) -> _Outcome:
+    """Run one material's flow into a private in-memory store and return its documents.
+
+    Runs in a worker process (or in the calling one): whatever fails is caught and
+    reported in the outcome, so the campaign goes on. A failed job's
+    :class:`~tdphonon.schemas.JobFailureDoc` is among the documents (stored, so that
+    ``tdphonon query`` shows the reason); a structure that cannot be made into a flow
+    (e.g. an element the potential does not know) or a run that crashed stores nothing.
+    """
+    from tdphonon.query import CampaignResults
+    from tdphonon.stores import run_flow
+
+    start = time.perf_counter()
+
+    def failed(kind: str, error: BaseException) -> _Outcome:
+        reason = f"{type(error).__name__}: {_one_line(error)}"
+        return _Outcome(
+            "failed", reason, f"{kind}: {type(error).__name__}", time.perf_counter() - start
+        )
+
+    try:
+        flow = maker.make(task.structure, task.name)
+    except Exception as error:  # StructureError, UnsupportedElementError, ValueError ...
+        return failed("invalid", error)
+    store = _memory_store()
+    try:
+        run_flow(flow, store, ensure_success=False)  # a failed job stores its failure
+        rows = [r for r in CampaignResults(store, retries=1).materials() if r["key"] == task.key]
+    except Exception as error:  # not a job's failure: the machinery
+        return failed("crashed", error)
+    row = rows[0] if rows else {"status": "running", "reason": None}
+    outcome = _Outcome(row["status"], row["reason"])
+    if outcome.status == "failed":
+        first = next(
+            iter(
+                store.query(
+                    {"output.@class": "JobFailureDoc"},
+                    properties=["output.stage", "output.error_type"],
+                    sort={"completed_at": 1},
+                )
+            ),
+            None,
+        )
+        output = (first or {}).get("output") or {}
+        outcome.failure = f"{output.get('stage', 'job')}: {output.get('error_type', 'error')}"
+    elif outcome.status not in FINISHED:  # no failure stored, yet not every result
+        outcome.status, outcome.failure = "failed", "incomplete: flow"
+        outcome.reason = "the flow ended before every temperature finished"
+    outcome.docs = [_without_id(doc) for doc in store.docs_store.query({})]
+    outcome.blobs = {
+        name: [_without_id(doc) for doc in data.query({})]
+        for name, data in store.additional_stores.items()
+    }
+    outcome.wall_s = time.perf_counter() - start
+    return outcome
+
+
+def _without_id(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "_id"}
+
+
+def _write_material(store: JobStore, task: _Task, outcome: _Outcome) -> None:
+    """Write one material's documents into ``store`` (the only process that writes it).
+
+    An earlier run of the same material (failed, or stopped part-way) is removed first, so
+    that its documents do not decide the status of the new one. The arrays go in before
+    the documents that refer to them.
+    """
+    from tdphonon.query import _blob_references
+
+    if task.replace and outcome.docs:  # (a crash stores nothing and keeps what was there)
+        criteria = {f"metadata.{KEY_FIELD}": task.key}
+        references: list[tuple[str, str]] = []
+        for doc in store.docs_store.query(criteria, properties=["output"]):
+            _blob_references(doc.get("output"), references)
+        for name, data in store.additional_stores.items():
+            blobs = [blob for store_name, blob in references if store_name == name]
+            if blobs:
+                data.remove_docs({"blob_uuid": {"$in": blobs}})
+        store.docs_store.remove_docs(criteria)
+    for name, blobs in outcome.blobs.items():
+        if blobs:
+            store.additional_stores[name].update(blobs, key="blob_uuid")
+    if outcome.docs:
+        store.docs_store.update(outcome.docs, key=["uuid", "index"])
+
+
+def _start_worker(sscha_maker: SSCHAMaker, threads: int) -> None:
+    """Initializer of a worker process: imports and the model, once for all its materials.
+
+    The potential goes into the per-process calculator cache
+    (:func:`tdphonon.potentials.factory.cached_calculator`) under the spec the jobs use;
+    BLAS runs on one thread (small matrices) and torch on ``threads``.
+    """
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    from tdphonon.library_warnings import ignore_library_warnings
+
+    ignore_library_warnings()  # as the command does
+    threadpool_limits(limits=1, user_api="blas")
+    sscha_maker.potential().calculator()  # as SSCHAMaker.make checks it, then as jobs use it
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+@dataclass
+class CampaignReport:
+    """What :func:`run_campaign` did, one row per structure given.
+
+    Attributes
+    ----------
+    rows : list of dict
+        ``material`` (the name), ``formula``, ``key``, ``status`` (``completed``, ``not
+        converged``, ``failed``, ``duplicate``), ``reason`` (why it failed or did not
+        converge), ``failure`` (the kind of failure, ``<stage>: <error type>``, e.g.
+        ``harmonic: NonFiniteForcesError``, ``invalid: UnsupportedElementError`` for a
+        structure that could not be made into a flow), ``skipped`` (True: found in the
+        store, not run again) and ``wall_s`` (s, of this run).
+    workers : int
+        Processes that ran the materials.
+    wall_s : float
+        Duration of the campaign, s.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    workers: int = 1
+    wall_s: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        """Number of structures per status, and ``skipped`` (found in the store)."""
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        counts["skipped"] = sum(bool(row["skipped"]) for row in self.rows)
+        return counts
+
+    def failures(self) -> dict[str, list[dict[str, Any]]]:
+        """The failed rows by kind of failure (most frequent first)."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for row in self.rows:
+            if row["status"] == "failed":
+                kind = row["failure"] or "failed"
+                if row["skipped"]:
+                    kind = "failed in an earlier run (rerun with --retry-failed)"
+                groups.setdefault(kind, []).append(row)
+        return dict(sorted(groups.items(), key=lambda item: -len(item[1])))
+
+    def summary(self, examples: int = 5) -> str:
+        """A few lines: how many finished, were skipped and failed, and why."""
+        counts = self.counts()
+        done = counts.get("completed", 0) + counts.get("not converged", 0)
+        skipped_done = sum(r["skipped"] and r["status"] in FINISHED for r in self.rows)
+        minutes, seconds = divmod(self.wall_s, 60)
+        lines = [
+            f"campaign: {len(self.rows)} structures, {self.workers} worker(s), "
+            f"{int(minutes)} min {seconds:.0f} s",
+            f"  {done} done ({counts.get('completed', 0)} completed, "
+            f"{counts.get('not converged', 0)} not converged; {skipped_done} skipped: done "
+            "before)",
+            f"  {counts.get('failed', 0)} failed",
+        ]
+        if counts.get("duplicate"):
+            lines.append(f"  {counts['duplicate']} duplicates (same crystal and settings)")
+        for kind, rows in self.failures().items():
+            names = ", ".join(r["material"] for r in rows[:examples])
+            more = f", ... ({len(rows) - examples} more)" if len(rows) > examples else ""
+            lines.append(f"    {kind}: {len(rows)} ({names}{more})")
+            lines.append(f"      e.g. {rows[0]['material']}: {rows[0]['reason']}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The rows and the totals, for JSON."""
+        return {
+            "totals": {**self.counts(), "structures": len(self.rows)},
+            "failures": {kind: len(rows) for kind, rows in self.failures().items()},
+            "workers": self.workers,
+            "wall_s": self.wall_s,
+            "rows": self.rows,
+        }
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def run_campaign(
+    structures: Sequence[tuple[str, Structure]],
+    maker: CampaignMaker,
+    store: JobStore,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    progress: bool = False,
+) -> CampaignReport:
+    """Run a campaign on this machine, in parallel processes, into ``store``.
+
+    Resumable: a structure whose key (:func:`material_key`) is finished in the store
+    (``completed`` or ``not converged``, :meth:`tdphonon.query.CampaignResults.materials`)
+    is skipped, and so is one that failed unless ``retry_failed``; one that stopped
+    part-way (an interrupted campaign) is run again. Each worker process loads the
+    potential once and runs one material at a time into a private in-memory JobStore;
+    this process alone writes ``store``, a material's documents at once when it
+    finishes (so several processes never write one embedded database, and an
+    interrupted material leaves nothing behind). A failed material is recorded with its
+    reason (a :class:`~tdphonon.schemas.JobFailureDoc` in the store, see
+    :func:`tdphonon.stores.run_flow`) and the campaign goes on.
+
+    Parameters
+    ----------
+    structures : sequence of (str, Structure)
+        Names and crystals, e.g. from :func:`read_structures`.
+    maker : CampaignMaker
+        Settings of the campaign (without fine-tuning data: fine-tune first, then give
+        the model; FireWorks routing fields are not used here).
+    store : JobStore
+        Where the results go (e.g. :func:`tdphonon.stores.get_store`).
+    workers : int, optional
+        Worker processes (default: one per core, at most one per material); 1 runs the
+        materials here, one after the other.
+    retry_failed : bool
+        Run again the materials that failed in an earlier run.
+    progress : bool
+        A progress bar over the materials (stderr), with the time left.
+
+    Returns
+    -------
+    CampaignReport
+
+    Raises
+    ------
+    ModelLoadError
+        The potential cannot be loaded (checked here, before any worker starts).
+    ValueError
+        ``workers`` < 1, or fine-tuning data in ``maker``.
+    """
+    from tdphonon.stores import connect_store
+
+    if maker.finetune_data:
+        raise ValueError(
+            "run_campaign runs no fine-tuning: fine-tune first ('tdphonon finetune') and "
+            "give the model"
+        )
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    start = time.perf_counter()
+    maker.sscha_maker.potential()  # a model that does not load: one error, now
+    connect_store(store)
+    settings = maker.settings()
+    rows: list[dict[str, Any]] = []
+    tasks: list[tuple[_Task, dict[str, Any]]] = []
+    seen: dict[str, str] = {}
+    for name, structure in structures:
+        row = {
+            "material": name,
+            "formula": structure.composition.reduced_formula,
+            "key": None,
+            "status": None,
+            "reason": None,
+            "failure": None,
+            "skipped": False,
+            "wall_s": 0.0,
+        }
+        rows.append(row)
+        try:
+            row["key"] = material_key(structure, settings)
+        except (ValueError, RuntimeError, KeyError) as error:  # e.g. a disordered structure
+            row.update(
+                status="failed",
+                reason=f"{type(error).__name__}: {_one_line(error)}",
+                failure=f"invalid: {type(error).__name__}",
+            )
+            continue
+        if row["key"] in seen:
+            row.update(
+                status="duplicate", reason=f"same crystal and settings as {seen[row['key']]}"
+            )
+            continue
+        seen[row["key"]] = name
+        tasks.append((_Task(name, structure, row["key"]), row))
+
+    known = existing_keys(seen, store=store)
+    statuses: dict[str, dict[str, Any]] = {}
+    if known:
+        from tdphonon.query import CampaignResults
+
+        statuses = {
+            r["key"]: r for r in CampaignResults(store, retries=1).materials() if r["key"] in known
+        }
+    to_run: list[tuple[_Task, dict[str, Any]]] = []
+    for task, row in tasks:
+        stored = statuses.get(task.key)
+        if stored is not None and (
+            stored["status"] in FINISHED or (stored["status"] == "failed" and not retry_failed)
+        ):
+            row.update(status=stored["status"], reason=stored["reason"], skipped=True)
+            continue
+        task.replace = task.key in known
+        to_run.append((task, row))
+    skipped = len(tasks) - len(to_run)
+    if skipped:
+        logger.info("campaign: %d of %d materials are in the store already", skipped, len(tasks))
+
+    n_workers = min(workers or _available_cores(), max(1, len(to_run)))
+    bar = None
+    if progress and to_run:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(to_run), desc="campaign", unit="material", dynamic_ncols=True)
+    failed = 0
+
+    def finish(task: _Task, row: dict[str, Any], outcome: _Outcome) -> None:
+        nonlocal failed
+        _write_material(store, task, outcome)
+        row.update(
+            status=outcome.status,
+            reason=outcome.reason,
+            failure=outcome.failure,
+            wall_s=round(outcome.wall_s, 2),
+        )
+        failed += outcome.status == "failed"
+        if bar is not None:
+            bar.set_postfix_str(f"failed {failed}" if failed else task.name, refresh=False)
+            bar.update(1)
+
+    try:
+        if n_workers == 1:
+            with _quiet_material_logs():
+                for task, row in to_run:
+                    finish(task, row, _run_material(maker, task))
+        else:
+            _run_in_pool(to_run, maker, n_workers, finish)
+    finally:
+        if bar is not None:
+            bar.close()
+    return CampaignReport(rows, n_workers if to_run else 0, time.perf_counter() - start)
+
+
+def _run_in_pool(
+    to_run: list[tuple[_Task, dict[str, Any]]],
+    maker: CampaignMaker,
+    workers: int,
+    finish: Any,
+) -> None:
+    """Run the tasks in ``workers`` spawned processes; ``finish(task, row, outcome)`` each.
+
+    A worker that dies (out of memory, a crash in native code) breaks the pool: the
+    materials it held are run again in a new pool, and reported failed once they have
+    been in :data:`_MAX_ATTEMPTS` broken pools.
+    """
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, _available_cores() // workers)
+    queue = deque(to_run)
+    attempts: dict[str, int] = {}
+    context = multiprocessing.get_context("spawn")  # torch is not fork-safe
+    while queue:
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(maker.sscha_maker, threads),
+        )
+        running: dict[Any, tuple[_Task, dict[str, Any]]] = {}
+        broken = False
+        try:
+            while (queue and not broken) or running:
+                while queue and not broken and len(running) < 2 * workers:
+                    task, row = queue.popleft()
+                    attempts[task.key] = attempts.get(task.key, 0) + 1
+                    running[pool.submit(_run_material, maker, task)] = (task, row)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task, row = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool as error:
+                        broken = True
+                        if attempts[task.key] < _MAX_ATTEMPTS:
+                            queue.appendleft((task, row))
+                            continue
+                        outcome = _Outcome(
+                            "failed",
+                            f"the worker process died (out of memory?): {_one_line(error)}",
+                            "crashed: worker process died",
+                        )
+                    except Exception as error:  # e.g. an outcome that cannot be sent back
+                        outcome = _Outcome(
+                            "failed",
+                            f"{type(error).__name__}: {_one_line(error)}",
+                            f"crashed: {type(error).__name__}",
+                        )
+                    finish(task, row, outcome)
+        except KeyboardInterrupt:  # stop the materials running now (no public way before 3.14)
+            broken = True
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+@contextmanager
+def _quiet_material_logs() -> Iterator[None]:
+    """Leave out the per-material INFO lines of the jobs (as in worker processes)."""
+    loggers = [logging.getLogger(name) for name in ("tdphonon", "atomate2", "jobflow")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -43,7 +44,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FineTuneResult",
     "FineTuneSettings",
+    "GraphCache",
     "build_samples",
+    "default_graph_cache",
     "finetune",
     "forgetting_guard",
 ]
@@ -108,6 +111,12 @@ class FineTuneSettings:
         when the set has them): exactly what the force constants are built from, so the
         model's residual forces at the DFT geometry (a lattice-constant mismatch) do not
         dominate the loss. False: plain forces.
+    max_displacements : int or None
+        Train on at most this many displaced supercells per compound, chosen by
+        :meth:`tdphonon.forcesets.ForceSet.training_subset` (round-robin over the
+        symmetry-distinct displaced atoms); None: all. At database scale the number of
+        distinct compounds matters more than displacements per compound (see
+        docs/finetuning.md), so 2-4 buys many more compounds per hour of training.
     """
 
     energy_weight: float = 1.0
@@ -126,6 +135,7 @@ class FineTuneSettings:
     max_grad_norm: float | None = 10.0
     force_constant_weighting: bool = True
     subtract_reference: bool = True
+    max_displacements: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("energy_weight", "force_weight", "stress_weight"):
@@ -137,6 +147,8 @@ class FineTuneSettings:
             raise ValueError("lr must be > 0, max_epochs >= 0, batch_size >= 1")
         if self.validate_every < 1 or self.patience < 1:
             raise ValueError("validate_every and patience must be >= 1")
+        if self.max_displacements is not None and self.max_displacements < 1:
+            raise ValueError(f"max_displacements must be >= 1, got {self.max_displacements}")
 
 
 @dataclass
@@ -202,19 +214,139 @@ def _sample(converter: Any, atoms: Atoms, forces: Any, energy: Any, stress: Any,
     )
 
 
+def _compound_chunks(
+    fs: ForceSet, converter: Any, batch_size: int, force_constant_weighting: bool, seed: int
+) -> list[list[tuple]]:
+    """The training chunks of one force set (see :func:`build_samples`)."""
+    from tdphonon.structures import minimum_image_vectors
+
+    ref_forces = (
+        fs.reference_forces if fs.reference_forces is not None else np.zeros((len(fs.reference), 3))
+    )
+    reference = _sample(converter, fs.reference, ref_forces, fs.reference_energy, None, 0.0)
+    samples = []
+    for atoms, forces, energy, stress in zip(
+        fs.supercells, fs.forces, fs.energies, fs.stresses, strict=True
+    ):
+        u_max = float(
+            np.linalg.norm(
+                minimum_image_vectors(atoms.positions - fs.reference.positions, fs.reference.cell),
+                axis=1,
+            ).max()
+        )
+        weight = (
+            (REFERENCE_DISPLACEMENT / max(u_max, 1e-3)) ** 2 if force_constant_weighting else 1.0
+        )
+        samples.append(_sample(converter, atoms, forces, energy, stress, weight))
+    order = np.random.default_rng([seed, len(samples)]).permutation(len(samples))
+    return [
+        [reference] + [samples[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(samples), batch_size)
+    ]
+
+
+def _force_set_digest(fs: ForceSet, *extra: Any) -> str:
+    """Content hash of a force set's structures and labels (and ``extra`` settings)."""
+    digest = hashlib.sha256(json.dumps([fs.name, *extra], default=str).encode())
+    for atoms in (fs.reference, *fs.supercells):
+        digest.update(atoms.numbers.tobytes())
+        digest.update(np.ascontiguousarray(atoms.positions).tobytes())
+        digest.update(np.ascontiguousarray(atoms.cell.array).tobytes())
+    for forces in fs.forces:
+        digest.update(np.ascontiguousarray(forces).tobytes())
+    digest.update(json.dumps([fs.energies, fs.reference_energy], default=str).encode())
+    for stress in fs.stresses:
+        digest.update(b"-" if stress is None else np.ascontiguousarray(stress).tobytes())
+    if fs.reference_forces is not None:
+        digest.update(np.ascontiguousarray(fs.reference_forces).tobytes())
+    return digest.hexdigest()
+
+
+#: Environment variable naming tdphonon's cache folder (graphs under ``graphs/``).
+CACHE_ENV_VAR = "TDPHONON_CACHE"
+
+
+def default_graph_cache() -> Path:
+    """``$TDPHONON_CACHE/graphs``, else ``~/.cache/tdphonon/graphs``."""
+    root = os.environ.get(CACHE_ENV_VAR, "").strip()
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "tdphonon"
+    return base / "graphs"
+
+
+class GraphCache:
+    """Training graphs of force sets, built once and kept on disk.
+
+    One file per force set (``<name>-<hash>.pt``), named by a hash of its structures,
+    labels, the model's elements and cutoff, and the batching settings, so that the same
+    data is never converted twice: not in another epoch, not in another run, not by another
+    process sharing the folder (files are written atomically). A changed force set or model
+    gets a new file.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Cache folder (created when needed).
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def path(self, fs: ForceSet, key: str) -> Path:
+        """File of ``fs`` for the settings summarised by ``key``."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in fs.name)[:80]
+        return self.directory / f"{safe}-{_force_set_digest(fs, key)[:24]}.pt"
+
+    def chunks(self, fs: ForceSet, key: str, build: Callable[[], list]) -> Path:
+        """The cache file of ``fs``, built with ``build()`` if absent."""
+        import torch
+
+        path = self.path(fs, key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            torch.save(build(), partial)
+            os.replace(partial, path)
+        return path
+
+
+class _CachedChunks:
+    """Map-style dataset of training chunks that live in :class:`GraphCache` files.
+
+    Holds only (file, position) pairs; a chunk is read when the loader asks for it, and the
+    chunks of the last file read are kept (one compound), so memory is bounded by one
+    compound whatever the number of compounds.
+    """
+
+    def __init__(self, files: list[tuple[Path, int]]) -> None:
+        self.items = [(path, i) for path, n in files for i in range(n)]
+        self._loaded: tuple[Path | None, list] = (None, [])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> list[tuple]:
+        import torch
+
+        path, position = self.items[index]
+        if self._loaded[0] != path:
+            self._loaded = (path, torch.load(path, weights_only=False))
+        return self._loaded[1][position]
+
+
 def build_samples(
     force_sets: Sequence[ForceSet],
     potential: Potential,
     batch_size: int = 4,
     force_constant_weighting: bool = True,
     seed: int = 0,
-) -> list[list[tuple]]:
+    cache_dir: str | os.PathLike | None = None,
+) -> Any:
     """matgl training batches: per compound, the undisplaced supercell + displaced ones.
 
     Every batch ("chunk") holds the undisplaced supercell of one force set first, followed by
-    up to ``batch_size`` of its displaced supercells (seeded random grouping), so that the
-    loss can compare forces *relative to the undisplaced supercell*, as the phonon protocol
-    of :mod:`tdphonon.evaluation` does.
+    up to ``batch_size`` of its displaced supercells (seeded random grouping, the same for a
+    force set whatever the others), so that the loss can compare forces *relative to the
+    undisplaced supercell*, as the phonon protocol of :mod:`tdphonon.evaluation` does.
 
     Each sample is ``(graph, lattice, state_attr, labels)``; labels: ``energies`` (eV, NaN
     when absent), ``forces`` (eV/Å; for the undisplaced supercell the DFT residual forces if
@@ -223,44 +355,36 @@ def build_samples(
     ``force_weight`` (see :class:`FineTuneSettings`). Graphs come from matgl's
     ``Atoms2Graph`` with the model's elements and cutoff, as in
     :class:`tdphonon.potentials.MatglCalculator`.
+
+    Parameters
+    ----------
+    cache_dir : str or os.PathLike, optional
+        Build every force set's graphs once into this :class:`GraphCache` folder and return
+        a dataset that reads them from disk when needed (bounded memory, reused by later
+        runs). None: build them all in memory.
+
+    Returns
+    -------
+    list of chunks, or a dataset of them (indexable, with ``len``) when ``cache_dir`` is set.
     """
     from matgl.ext.ase import Atoms2Graph
 
-    from tdphonon.structures import minimum_image_vectors
-
     model = potential.model
-    converter = Atoms2Graph(tuple(model.element_types), float(model.cutoff))
-    rng = np.random.default_rng(seed)
-    chunks = []
+    elements, cutoff = tuple(model.element_types), float(model.cutoff)
+    converter = Atoms2Graph(elements, cutoff)
+
+    def build(fs: ForceSet) -> list[list[tuple]]:
+        return _compound_chunks(fs, converter, batch_size, force_constant_weighting, seed)
+
+    if cache_dir is None:
+        return [chunk for fs in force_sets for chunk in build(fs)]
+    cache = GraphCache(cache_dir)
+    key = json.dumps([elements, cutoff, batch_size, force_constant_weighting, seed])
+    files = []
     for fs in force_sets:
-        ref_forces = (
-            fs.reference_forces
-            if fs.reference_forces is not None
-            else np.zeros((len(fs.reference), 3))
-        )
-        reference = _sample(converter, fs.reference, ref_forces, fs.reference_energy, None, 0.0)
-        samples = []
-        for atoms, forces, energy, stress in zip(
-            fs.supercells, fs.forces, fs.energies, fs.stresses, strict=True
-        ):
-            u_max = float(
-                np.linalg.norm(
-                    minimum_image_vectors(
-                        atoms.positions - fs.reference.positions, fs.reference.cell
-                    ),
-                    axis=1,
-                ).max()
-            )
-            weight = (
-                (REFERENCE_DISPLACEMENT / max(u_max, 1e-3)) ** 2
-                if force_constant_weighting
-                else 1.0
-            )
-            samples.append(_sample(converter, atoms, forces, energy, stress, weight))
-        order = rng.permutation(len(samples))
-        for start in range(0, len(samples), batch_size):
-            chunks.append([reference] + [samples[i] for i in order[start : start + batch_size]])
-    return chunks
+        path = cache.chunks(fs, key, lambda fs=fs: build(fs))
+        files.append((path, -(-len(fs) // batch_size)))
+    return _CachedChunks(files)
 
 
 def _collate(chunks: list) -> tuple:
@@ -536,6 +660,7 @@ def finetune(
     progress: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> FineTuneResult:
     """Fine-tune a pretrained matgl potential on DFT force sets.
 
@@ -567,6 +692,10 @@ def finetune(
         inputs is ignored with a warning.
     on_checkpoint : callable, optional
         Called with the checkpoint file after each write (e.g. to copy it to a database).
+    cache_dir : str or os.PathLike, optional
+        :class:`GraphCache` folder: every compound's training graphs are built once, kept
+        on disk and read when needed (memory bounded by one compound; later runs and
+        resumed runs reuse them). None: built in memory.
 
     Returns
     -------
@@ -601,8 +730,15 @@ def finetune(
 
     pretrained_calc = MatglCalculator(copy.deepcopy(potential), device=device)
     param_counts = _set_trainable(potential, settings.trainable)
+    if settings.max_displacements is not None:
+        train = [s.training_subset(settings.max_displacements, settings.seed) for s in train]
     chunks = build_samples(
-        train, potential, settings.batch_size, settings.force_constant_weighting, settings.seed
+        train,
+        potential,
+        settings.batch_size,
+        settings.force_constant_weighting,
+        settings.seed,
+        cache_dir=cache_dir,
     )
     loader = DataLoader(
         chunks,
@@ -662,6 +798,7 @@ class _TrainingLoop:
         self.fingerprint = fingerprint
         self.checkpoint = checkpoint
         self.on_checkpoint = on_checkpoint
+        self.progress = False
         self.history: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {
             "best": np.inf,
@@ -734,8 +871,21 @@ class _TrainingLoop:
                 state["bad"] += 1
                 if state["bad"] >= settings.patience:
                     trainer.should_stop = True
+        elapsed = self.elapsed()
+        record["elapsed_s"] = elapsed
+        remaining = settings.max_epochs - epoch
+        record["eta_s"] = 0.0 if trainer.should_stop else elapsed / epoch * remaining
         self.history.append(record)
         logger.info("fine-tune epoch %d: %s", epoch, record)
+        if self.progress:
+            val = record.get("val_frequency_mae_thz")
+            print(
+                f"epoch {epoch}/{settings.max_epochs}: loss {record['train_loss']:.3g}"
+                + ("" if val is None else f", validation {val:.3f} THz")
+                + f"; {elapsed:.0f} s, ETA {record['eta_s']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.checkpoint is not None:
             state["stopped"] = bool(trainer.should_stop)
             state["training_time_s"] = self.elapsed()
@@ -752,6 +902,7 @@ class _TrainingLoop:
 
         settings = self.settings
         history = self.history
+        self.progress = progress
         finished = resumed is not None and (
             self.state["stopped"] or len(history) >= settings.max_epochs
         )

@@ -36,7 +36,7 @@ import tarfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,66 @@ class ForceSet:
     def harmonic_forces(self) -> np.ndarray:
         """DFT forces of the harmonic dataset's supercells, (n, n_atoms, 3) eV/Å."""
         return np.stack([self.forces[i] for i in self.harmonic_indices])
+
+    def training_subset(self, max_supercells: int, seed: int = 0) -> ForceSet:
+        """At most ``max_supercells`` displaced supercells, for training only.
+
+        The rule: a finite-displacement (type-1) set groups its supercells by displaced
+        atom (the symmetry-distinct atoms phonopy chose) and takes them round-robin over the
+        atoms, in a seeded order within and across atoms, so that every distinct atom is
+        represented before any gets a second direction; a random-displacement set takes a
+        seeded random choice. Other displaced supercells (e.g. phono3py second
+        displacements) count as one group each. The subset has no harmonic dataset (it
+        cannot be evaluated); ``metadata["subset"]`` records the rule and the chosen
+        indices.
+
+        Parameters
+        ----------
+        max_supercells : int
+            Maximum number of displaced supercells kept (>= 1).
+        seed : int
+            Seed of the choice (the same seed gives the same subset).
+
+        Returns
+        -------
+        ForceSet
+            ``self`` when it holds no more than ``max_supercells`` supercells.
+        """
+        if max_supercells < 1:
+            raise ValueError(f"max_supercells must be >= 1, got {max_supercells}")
+        n = len(self)
+        if n <= max_supercells:
+            return self
+        rng = np.random.default_rng([seed, n])
+        groups: dict[Any, list[int]] = {}
+        first_atoms = self.dataset.get("first_atoms") or []
+        for position, index in enumerate(self.harmonic_indices):
+            key = first_atoms[position]["number"] if position < len(first_atoms) else index
+            groups.setdefault(key, []).append(index)
+        grouped = {i for members in groups.values() for i in members}
+        for index in range(n):
+            if index not in grouped:
+                groups[("extra", index)] = [index]
+        ordered = [list(rng.permutation(members)) for members in groups.values()]
+        ordered = [ordered[i] for i in rng.permutation(len(ordered))]
+        chosen: list[int] = []
+        while len(chosen) < max_supercells:
+            for members in ordered:
+                if members and len(chosen) < max_supercells:
+                    chosen.append(int(members.pop(0)))
+        return replace(
+            self,
+            supercells=[self.supercells[i] for i in chosen],
+            forces=[self.forces[i] for i in chosen],
+            energies=[self.energies[i] for i in chosen],
+            stresses=[self.stresses[i] for i in chosen],
+            dataset={},
+            harmonic_indices=[],
+            metadata={
+                **self.metadata,
+                "subset": {"of": n, "indices": chosen, "seed": seed, "rule": "round-robin"},
+            },
+        )
 
     def summary(self) -> dict[str, Any]:
         """Short JSON-serialisable description (for provenance)."""

@@ -8,6 +8,7 @@ of an atomate2 phonon document into that setting. Frequencies in THz.
 
 from __future__ import annotations
 
+from copy import copy as shallow_copy
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -79,15 +80,15 @@ class PhononSpectrum:
 def _with_force_constants(
     phonon: Phonopy, force_constants: NDArray[np.float64], nac: bool = True
 ) -> Phonopy:
-    """A copy of ``phonon`` with ``force_constants`` (and its NAC parameters if ``nac``)."""
-    copy = Phonopy(
-        phonon.unitcell,
-        supercell_matrix=phonon.supercell_matrix,
-        primitive_matrix=phonon.primitive_matrix,
-        symprec=phonon.symmetry.tolerance,
-    )
-    if nac and phonon.nac_params is not None:
-        copy.nac_params = phonon.nac_params
+    """A copy of ``phonon`` with ``force_constants`` (and its NAC parameters if ``nac``).
+
+    Shallow: it shares the cells and symmetry analysis of ``phonon``, which phonopy only
+    reads (building them again costs more than the phonon calculations); setting force
+    constants and NAC parameters gives it its own dynamical matrix and results.
+    """
+    copy = shallow_copy(phonon)
+    copy.force_constants = None  # drops the dynamical matrix and results of ``phonon``
+    copy.nac_params = phonon.nac_params if nac else None
     copy.force_constants = force_constants
     return copy
 

@@ -219,3 +219,273 @@ def plot_kappa_temperature(
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
+
+
+# -- campaign analysis (tdphonon.analysis, ``tdphonon analyze``) --------------------------------
+
+#: Rows of the lanthanides and actinides below the main table (0-based grid rows).
+_F_BLOCK_ROWS = {57: 7, 89: 8}
+
+
+def _periodic_table_cell(z: int) -> tuple[int, int]:
+    """(row, column), 0-based, of element ``z`` in the 18-column periodic table."""
+    from pymatgen.core import Element
+
+    for first, row in _F_BLOCK_ROWS.items():
+        if first <= z <= first + 14:
+            return row, 2 + z - first
+    element = Element.from_Z(z)
+    return element.row - 1, element.group - 1
+
+
+def plot_periodic_table(
+    values: Mapping[str, float],
+    path: str | Path,
+    counts: Mapping[str, int] | None = None,
+    label: str = "",
+    title: str = "",
+) -> Path:
+    """Periodic-table heat map: one value per element (e.g. the mean score of its compounds).
+
+    Parameters
+    ----------
+    values : mapping of element symbol to float
+        Elements without a value are drawn grey.
+    path : str or Path
+        Output image file.
+    counts : mapping of element symbol to int, optional
+        Written in each cell (``n=``): how many compounds the value averages.
+    label : str
+        Colour bar label.
+    title : str
+        Figure title.
+    """
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+    from pymatgen.core import Element
+
+    finite = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+    fig, ax = plt.subplots(figsize=(13, 6.5))
+    cmap = plt.get_cmap("viridis")
+    low, high = (min(finite.values()), max(finite.values())) if finite else (0.0, 1.0)
+    norm = Normalize(vmin=low, vmax=high if high > low else low + 1e-9)
+    for z in range(1, 119):
+        symbol = Element.from_Z(z).symbol
+        row, column = _periodic_table_cell(z)
+        y = row + (0.4 if row >= 7 else 0.0)  # a gap above the f-block
+        value = finite.get(symbol)
+        face = cmap(norm(value)) if value is not None else (0.93, 0.93, 0.93)
+        ax.add_patch(Rectangle((column, y), 0.95, 0.95, facecolor=face, edgecolor="white"))
+        dark = value is not None and norm(value) < 0.6
+        color = "white" if dark else ("black" if value is not None else "darkgrey")
+        ax.text(
+            column + 0.47,
+            y + 0.32,
+            symbol,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color=color,
+            weight="bold",
+        )
+        if value is not None:
+            ax.text(
+                column + 0.47,
+                y + 0.62,
+                f"{value:.3g}",
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color=color,
+            )
+            if counts and symbol in counts:
+                ax.text(
+                    column + 0.47,
+                    y + 0.84,
+                    f"n={counts[symbol]}",
+                    ha="center",
+                    va="center",
+                    fontsize=5.5,
+                    color=color,
+                )
+    ax.set_xlim(-0.2, 18.1)
+    ax.set_ylim(9.5, -0.2)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(mappable, ax=ax, fraction=0.025, pad=0.01, label=label)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_groups(
+    frame: Any,
+    group: str,
+    target: str,
+    path: str | Path,
+    top: int = 15,
+    label: str = "",
+    title: str = "",
+) -> Path:
+    """Box plots with the points over them: ``target`` per group, one colour per temperature.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One row per compound and temperature, with ``group``, ``target`` and
+        ``temperature`` columns (rows without a finite target or a group are left out).
+    group : str
+        Column of the groups (e.g. ``prototype``, ``spacegroup_symbol``).
+    target : str
+        Column of the values.
+    path : str or Path
+        Output image file.
+    top : int
+        The ``top`` groups with the most compounds are shown, ordered by their median.
+    label, title : str
+        Axis label of the values (default ``target``) and figure title.
+    """
+    rows = frame[np.isfinite(frame[target].astype(float)) & frame[group].notna()]
+    counts = rows.groupby(group)["id" if "id" in rows else target].nunique()
+    shown = counts.sort_values(ascending=False, kind="stable").index[:top]
+    order = rows[rows[group].isin(shown)].groupby(group)[target].median().sort_values().index
+    temperatures = sorted(rows["temperature"].dropna().unique()) or [np.nan]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.38 * max(1, len(order)) * len(temperatures) ** 0.5))
+    colors = plt.cm.plasma(np.linspace(0.1, 0.8, len(temperatures)))
+    width = 0.8 / len(temperatures)
+    rng = np.random.default_rng(0)  # jitter of the points
+    for k, (temperature, color) in enumerate(zip(temperatures, colors, strict=True)):
+        at_t = rows if np.isnan(temperature) else rows[rows["temperature"] == temperature]
+        offset = (k - (len(temperatures) - 1) / 2) * width
+        data = [at_t.loc[at_t[group] == g, target].astype(float).to_numpy() for g in order]
+        positions = np.arange(len(order)) + offset
+        present = [i for i, d in enumerate(data) if len(d)]
+        if present:
+            ax.boxplot(
+                [data[i] for i in present],
+                positions=positions[present],
+                widths=width * 0.8,
+                vert=False,
+                showfliers=False,
+                patch_artist=True,
+                boxprops={"facecolor": (*color[:3], 0.25), "edgecolor": color},
+                medianprops={"color": color},
+                whiskerprops={"color": color},
+                capprops={"color": color},
+            )
+        for i in present:
+            jitter = rng.uniform(-0.3, 0.3, len(data[i])) * width
+            ax.plot(
+                data[i],
+                positions[i] + jitter,
+                "o",
+                ms=3.5,
+                color=color,
+                alpha=0.8,
+                label=(
+                    f"{temperature:g} K" if i == present[0] and np.isfinite(temperature) else None
+                ),
+            )
+    ax.set_yticks(np.arange(len(order)), [f"{g}  (n={counts[g]})" for g in order], fontsize=8)
+    ax.set_ylim(-0.6, len(order) - 0.4)
+    ax.set_xlabel(label or target)
+    if len(temperatures) > 1 or np.isfinite(temperatures[0]):
+        ax.legend(fontsize=8, loc="best")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_measures(
+    frame: Any,
+    x: str,
+    y: str,
+    path: str | Path,
+    labels: tuple[str, str] = ("", ""),
+    title: str = "",
+) -> Path:
+    """Scatter of two measures per compound and temperature, one colour per temperature,
+    each point labelled with its formula when there are few (<= 40)."""
+    rows = frame[np.isfinite(frame[x].astype(float)) & np.isfinite(frame[y].astype(float))]
+    temperatures = sorted(rows["temperature"].dropna().unique())
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    colors = plt.cm.plasma(np.linspace(0.1, 0.8, max(1, len(temperatures))))
+    for temperature, color in zip(temperatures, colors, strict=False):
+        at_t = rows[rows["temperature"] == temperature]
+        ax.plot(at_t[x], at_t[y], "o", color=color, ms=5, alpha=0.85, label=f"{temperature:g} K")
+    if len(rows) <= 40 and "formula" in rows:
+        for _, row in rows.iterrows():
+            ax.annotate(
+                str(row["formula"]),
+                (row[x], row[y]),
+                fontsize=6,
+                alpha=0.7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel(labels[0] or x)
+    ax.set_ylabel(labels[1] or y)
+    if temperatures:
+        ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_parity(
+    computed: Sequence[float],
+    predicted: Sequence[float],
+    path: str | Path,
+    scores: Mapping[str, float] | None = None,
+    label: str = "",
+    title: str = "",
+) -> Path:
+    """Cross-validated predictions against the computed values, with the diagonal.
+
+    ``scores`` (e.g. ``{"R² (CV)": 0.8, "R² baseline": -0.1, "MAE": 0.01}``) are written in
+    the corner.
+    """
+    computed, predicted = np.asarray(computed, float), np.asarray(predicted, float)
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot(computed, predicted, "o", ms=5, alpha=0.8, color="tab:blue")
+    both = np.concatenate([computed, predicted])
+    low, high = (both.min(), both.max()) if len(both) else (0.0, 1.0)
+    pad = 0.05 * (high - low or 1.0)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], "--", color="grey", lw=0.8)
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"computed {label}".strip())
+    ax.set_ylabel(f"predicted {label} (held-out folds)".strip())
+    if scores:
+        text = "\n".join(f"{k} = {v:.3g}" for k, v in scores.items() if v is not None)
+        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_importance(
+    names: Sequence[str],
+    importance: Sequence[float],
+    path: str | Path,
+    errors: Sequence[float] | None = None,
+    top: int = 15,
+    label: str = "",
+    title: str = "",
+) -> Path:
+    """Horizontal bars of the ``top`` most important features (most important on top)."""
+    order = np.argsort(np.asarray(importance, float))[::-1][:top][::-1]
+    fig, ax = plt.subplots(figsize=(6, 1.0 + 0.3 * len(order)))
+    ax.barh(
+        np.arange(len(order)),
+        np.asarray(importance, float)[order],
+        xerr=None if errors is None else np.asarray(errors, float)[order],
+        color="tab:blue",
+        alpha=0.8,
+        error_kw={"lw": 0.8},
+    )
+    ax.set_yticks(np.arange(len(order)), [str(names[i]) for i in order], fontsize=8)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set_xlabel(label or "importance")
+    ax.set_title(title)
+    return _save(fig, path)

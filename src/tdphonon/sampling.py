@@ -94,6 +94,47 @@ def translation_complement(masses: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.ascontiguousarray(full[:, 3:])
 
 
+def _projected_dynamical_matrix(
+    force_constants: NDArray[np.float64],
+    masses: NDArray[np.float64],
+    complement: NDArray[np.float64] | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Supercell dynamical matrix at Gamma in the translation-free subspace, and that basis.
+
+    Returns the symmetric ``(3N - 3, 3N - 3)`` matrix (eV/(Å² amu)) and ``complement``
+    (computed when None).
+    """
+    n_atoms = len(masses)
+    if complement is None:
+        complement = translation_complement(masses)
+    matrix = force_constants.transpose(0, 2, 1, 3).reshape(3 * n_atoms, 3 * n_atoms)
+    matrix = 0.5 * (matrix + matrix.T)
+    inv_sqrt_m = np.repeat(1.0 / np.sqrt(masses), 3)
+    dynamical = matrix * np.outer(inv_sqrt_m, inv_sqrt_m)
+    projected = complement.T @ dynamical @ complement
+    return 0.5 * (projected + projected.T), complement
+
+
+def _to_thz(eigenvalues: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Frequencies (THz) of eigenvalues (eV/(Å² amu)), negative for negative eigenvalues."""
+    return np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * EIGENVALUE_TO_THZ
+
+
+def mode_frequencies(
+    force_constants: NDArray[np.float64],
+    masses: NDArray[np.float64],
+    complement: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """Frequencies (THz, ascending, negative if imaginary) of the supercell modes at Gamma.
+
+    :attr:`NormalModes.frequencies` without the eigenvectors (cheaper; equal to rounding).
+    Arguments as in :meth:`NormalModes.from_force_constants`.
+    """
+    masses = np.asarray(masses, dtype=float)
+    projected, _ = _projected_dynamical_matrix(force_constants, masses, complement)
+    return _to_thz(np.linalg.eigvalsh(projected))
+
+
 @dataclass(frozen=True)
 class NormalModes:
     """Vibrational normal modes of a supercell, rigid translations excluded.
@@ -132,21 +173,14 @@ class NormalModes:
             Output of :func:`translation_complement` (recomputed when omitted).
         """
         masses = np.asarray(masses, dtype=float)
-        n_atoms = len(masses)
-        if complement is None:
-            complement = translation_complement(masses)
-        matrix = force_constants.transpose(0, 2, 1, 3).reshape(3 * n_atoms, 3 * n_atoms)
-        matrix = 0.5 * (matrix + matrix.T)
-        inv_sqrt_m = np.repeat(1.0 / np.sqrt(masses), 3)
-        dynamical = matrix * np.outer(inv_sqrt_m, inv_sqrt_m)
-        projected = complement.T @ dynamical @ complement
-        eigenvalues, vectors = np.linalg.eigh(0.5 * (projected + projected.T))
+        projected, complement = _projected_dynamical_matrix(force_constants, masses, complement)
+        eigenvalues, vectors = np.linalg.eigh(projected)
         return cls(eigenvalues, complement @ vectors, masses)
 
     @property
     def frequencies(self) -> NDArray[np.float64]:
         """Mode frequencies in THz, negative for imaginary modes (phonopy convention)."""
-        return np.sign(self.eigenvalues) * np.sqrt(np.abs(self.eigenvalues)) * EIGENVALUE_TO_THZ
+        return _to_thz(self.eigenvalues)
 
     def variances(
         self,

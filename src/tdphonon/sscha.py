@@ -49,7 +49,12 @@ from tdphonon.anharmonicity import AnharmonicityScore, anharmonicity_score
 from tdphonon.fitting import ForceConstantFitter
 from tdphonon.phonons import harmonic_free_energy
 from tdphonon.potentials import ForceEvaluator
-from tdphonon.sampling import Statistics, ThermalDistribution, translation_complement
+from tdphonon.sampling import (
+    Statistics,
+    ThermalDistribution,
+    mode_frequencies,
+    translation_complement,
+)
 from tdphonon.structures import supercell_atoms, wyckoff_labels
 
 
@@ -274,7 +279,8 @@ class SSCHA:
     ----------
     phonon : Phonopy
         Unit cell, supercell and primitive matrices of the crystal. Its force
-        constants (full) are the starting point unless ``state`` is given.
+        constants (full) are the starting point unless ``force_constants`` or ``state``
+        is given. It is not modified (it may be shared, e.g. cached per process).
     calculator : ForceEvaluator
         Energies and forces of supercells (e.g. :func:`tdphonon.potentials.get_calculator`).
     temperature : float
@@ -293,6 +299,8 @@ class SSCHA:
         Further q-points (fractional, reciprocal basis of ``phonon.primitive``) whose
         frequencies are reported, e.g. the labelled points of a band path: the tolerance
         bounds their errors too.
+    force_constants : ndarray, shape (N, N, 3, 3), optional
+        Starting force constants (eV/Å²) instead of ``phonon.force_constants``.
     """
 
     def __init__(
@@ -305,6 +313,7 @@ class SSCHA:
         state: SSCHAState | None = None,
         fitter: ForceConstantFitter | None = None,
         qpoints: NDArray[np.float64] | Sequence[Sequence[float]] | None = None,
+        force_constants: NDArray[np.float64] | None = None,
     ) -> None:
         self.phonon = phonon
         self.qpoints = np.zeros((0, 3)) if qpoints is None else np.reshape(qpoints, (-1, 3))
@@ -324,9 +333,11 @@ class SSCHA:
             self.n_reference_evaluations = 1
         self.reference_energy, self.reference_forces = reference
         if state is None:
-            if phonon.force_constants is None:
+            if force_constants is None:
+                force_constants = phonon.force_constants
+            if force_constants is None:
                 raise ValueError("phonon has no force constants to start the SSCHA from")
-            force_constants = np.asarray(phonon.force_constants, dtype=float)
+            force_constants = np.asarray(force_constants, dtype=float)
             if force_constants.shape != (self.n_atoms, self.n_atoms, 3, 3):
                 raise ValueError("starting force constants must be full supercell force constants")
             state = SSCHAState(
@@ -356,8 +367,15 @@ class SSCHA:
             )
         return self._distributions[population.index]
 
-    def frequencies(self, force_constants: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Frequencies (THz) at the commensurate q-points, ascending."""
+    def frequencies(
+        self, force_constants: NDArray[np.float64], eigenvalues_only: bool = False
+    ) -> NDArray[np.float64]:
+        """Frequencies (THz) at the commensurate q-points, ascending.
+
+        ``eigenvalues_only`` skips the eigenvectors (cheaper; the same values to rounding).
+        """
+        if eigenvalues_only:
+            return mode_frequencies(force_constants, self.masses, self._complement)
         return self.distribution(force_constants).modes.frequencies
 
     def qpoint_frequencies(self, force_constants: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -376,10 +394,18 @@ class SSCHA:
             frequencies.append(np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)))
         return np.asarray(frequencies) * get_physical_units().DefaultToTHz
 
-    def reported_frequencies(self, force_constants: NDArray[np.float64]) -> NDArray[np.float64]:
-        """All frequencies the tolerance bounds (THz): commensurate, then :attr:`qpoints`."""
+    def reported_frequencies(
+        self, force_constants: NDArray[np.float64], eigenvalues_only: bool = False
+    ) -> NDArray[np.float64]:
+        """All frequencies the tolerance bounds (THz): commensurate, then :attr:`qpoints`.
+
+        ``eigenvalues_only`` as in :meth:`frequencies`.
+        """
         return np.concatenate(
-            [self.frequencies(force_constants), self.qpoint_frequencies(force_constants).ravel()]
+            [
+                self.frequencies(force_constants, eigenvalues_only),
+                self.qpoint_frequencies(force_constants).ravel(),
+            ]
         )
 
     # -- sampling ----------------------------------------------------------------------
@@ -424,15 +450,36 @@ class SSCHA:
         return all_weights
 
     # -- fitting -----------------------------------------------------------------------
+    def _resample_counts(self) -> NDArray[np.float64]:
+        """Multiplicities ``(n_bootstrap, n_snapshots)`` of the bootstrap resamples of this
+        iteration: antithetic pairs drawn with replacement within each population."""
+        rng = np.random.default_rng([self.settings.seed, 7919, len(self.state.history)])
+        counts = np.zeros((self.settings.n_bootstrap, sum(map(len, self.state.populations))))
+        for sample in counts:
+            start = 0
+            for population in self.state.populations:
+                n_pairs = len(population) // 2
+                pair_counts = rng.multinomial(n_pairs, np.full(n_pairs, 1.0 / n_pairs))
+                sample[start : start + 2 * n_pairs] = np.repeat(pair_counts, 2)
+                start += 2 * n_pairs
+        return counts
+
     def _fit(
-        self, weights: list[NDArray[np.float64]], counts: list[NDArray[np.float64]] | None = None
+        self, weights: list[NDArray[np.float64]], counts: NDArray[np.float64] | None = None
     ) -> NDArray[np.float64]:
+        """Force constants fitted to the populations in use with ``weights``, ``(N, N, 3, 3)``;
+        with ``counts`` (resample multiplicities, ``(m, n_snapshots)``), also those of each
+        resample (weights times multiplicities), ``(1 + m, N, N, 3, 3)``, the fit first.
+
+        All come from one pass over the snapshots (:meth:`ForceConstantFitter.fit_many`):
+        the same numbers as refitting each resample.
+        """
         displacements = np.concatenate([p.displacements for p in self.state.populations])
         forces = np.concatenate([p.forces - self.reference_forces for p in self.state.populations])
         w = np.concatenate(weights)
-        if counts is not None:
-            w = w * np.concatenate(counts)
-        return self.fitter.fit(displacements, forces, w)
+        rows = w[None, :] if counts is None else np.vstack([w, w * counts])
+        fits = self.fitter.fit_many(displacements, forces, rows)
+        return fits[0] if counts is None else fits
 
     def _degenerate_groups(self, frequencies: NDArray[np.float64]) -> NDArray[np.int_]:
         """Group index of each reported frequency: modes degenerate (within 1e-3 THz) at
@@ -449,22 +496,16 @@ class SSCHA:
         return np.concatenate(groups)
 
     def _bootstrap_errors(
-        self, weights: list[NDArray[np.float64]], frequencies: NDArray[np.float64]
+        self, resampled: NDArray[np.float64], frequencies: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         """Bootstrap (over antithetic pairs) standard errors of the reported frequencies.
 
-        Symmetry makes degenerate modes equally uncertain: their variances are averaged,
-        which steadies the estimate of the largest error (what the sample size follows).
+        ``resampled`` are the force constants fitted to each resample (:meth:`_fit` with
+        :meth:`_resample_counts`), ``frequencies`` those of the fit. Symmetry makes
+        degenerate modes equally uncertain: their variances are averaged, which steadies
+        the estimate of the largest error (what the sample size follows).
         """
-        rng = np.random.default_rng([self.settings.seed, 7919, len(self.state.history)])
-        samples = []
-        for _ in range(self.settings.n_bootstrap):
-            counts = []
-            for population in self.state.populations:
-                n_pairs = len(population) // 2
-                pair_counts = rng.multinomial(n_pairs, np.full(n_pairs, 1.0 / n_pairs))
-                counts.append(np.repeat(pair_counts, 2).astype(float))
-            samples.append(self.reported_frequencies(self._fit(weights, counts)))
+        samples = [self.reported_frequencies(fc, eigenvalues_only=True) for fc in resampled]
         variances = np.var(samples, axis=0, ddof=1)
         groups = self._degenerate_groups(frequencies)
         group_variances = np.bincount(groups, variances) / np.bincount(groups)
@@ -502,9 +543,10 @@ class SSCHA:
             state.populations.append(self.draw_population(current, n_new, progress, target))
             weights.append(np.ones(n_new))
             active_ess += n_new
-        fitted = self._fit(weights)
+        fits = self._fit(weights, self._resample_counts())  # the fit, then each resample's
+        fitted = fits[0]
         new_frequencies = self.reported_frequencies(fitted)
-        errors = self._bootstrap_errors(weights, new_frequencies)
+        errors = self._bootstrap_errors(fits[1:], new_frequencies)
         current_frequencies = np.concatenate(
             [target.modes.frequencies, self.qpoint_frequencies(current).ravel()]
         )

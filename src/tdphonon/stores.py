@@ -2,10 +2,13 @@
 
 Every job output goes to a :class:`jobflow.JobStore` whose additional store ``"data"``
 holds the arrays (force constants, snapshots). Without a database server, an embedded
-store on disk is used (maggma ``MontyStore`` with sqlite, one collection for documents and
-one for the arrays); with MongoDB, a jobflow.yaml / JSON file describes a ``MongoStore`` +
-``GridFSStore`` (GridFS has no 16 MB limit for the arrays). Outputs of replaced jobs (one
-per SSCHA iteration, same uuid, increasing index) are all kept by both.
+store on disk is used (:func:`embedded_store`: one SQLite file, a
+:class:`~tdphonon.sqlite_store.SQLiteStore` for documents and one for the arrays, indexed
+lookups, several processes at once; a folder written by earlier versions with MontyDB is
+still read, see :func:`migrate_embedded_store`); with MongoDB, a jobflow.yaml / JSON file
+describes a ``MongoStore`` + ``GridFSStore`` (GridFS has no 16 MB limit for the arrays).
+Outputs of replaced jobs (one per SSCHA iteration, same uuid, increasing index) are all
+kept by both.
 
 :func:`connect_store` and :func:`connect_launchpad` (the FireWorks database) connect with
 a timeout and a few retries, and say in one line which database cannot be reached
@@ -24,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobflow import Flow, Job, JobStore, Response, run_locally
-from maggma.stores import MontyStore
+
+from tdphonon.sqlite_store import SQLiteStore  # also a store type for JobStore files
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -47,6 +51,7 @@ __all__ = [
     "describe_store",
     "embedded_store",
     "get_store",
+    "migrate_embedded_store",
     "run_flow",
     "store_from_file",
 ]
@@ -82,8 +87,52 @@ def default_store_path() -> Path:
     return Path(path).expanduser() if path else Path.home() / ".tdphonon" / "store"
 
 
+#: The SQLite file of an embedded store, in its folder.
+EMBEDDED_STORE_FILE = "tdphonon.sqlite"
+
+#: Marker file of an embedded store written by MontyDB (tdphonon before the SQLite store).
+_MONTYDB_MARKER = "monty.storage.cfg"
+
+#: Collections of an embedded store: job documents, and the arrays (``data`` store).
+_EMBEDDED_COLLECTIONS = {"docs": "outputs", "data": "outputs_blobs"}
+
+
+def _embedded_indexes() -> dict[str, list[str]]:
+    """Indexed fields of the embedded stores: what jobflow and tdphonon look documents up by."""
+    from tdphonon.query import INDEXED_FIELDS
+
+    docs = ["uuid", "index", *INDEXED_FIELDS, "hosts", f"metadata.{FINETUNE_KEY_FIELD}"]
+    return {"docs": list(dict.fromkeys(docs)), "data": ["blob_uuid", "job_uuid", "job_index"]}
+
+
+def _sqlite_job_store(file: Path) -> JobStore:
+    indexes = _embedded_indexes()
+    docs, data = (
+        SQLiteStore(file, _EMBEDDED_COLLECTIONS[name], indexes=indexes[name], key=key)
+        for name, key in (("docs", "uuid"), ("data", "blob_uuid"))
+    )
+    return JobStore(docs, additional_stores={"data": data})
+
+
+def _montydb_job_store(path: Path) -> JobStore:
+    from maggma.stores import MontyStore
+
+    kwargs = {"database_path": str(path), "database_name": "tdphonon", "storage": "sqlite"}
+    return JobStore(
+        MontyStore(_EMBEDDED_COLLECTIONS["docs"], **kwargs),
+        additional_stores={"data": MontyStore(_EMBEDDED_COLLECTIONS["data"], **kwargs)},
+    )
+
+
 def embedded_store(path: str | os.PathLike | None = None) -> JobStore:
-    """JobStore in a directory on disk (MontyDB with sqlite; no server needed).
+    """JobStore in a directory on disk (one SQLite file; no server needed).
+
+    The documents and the arrays are two :class:`~tdphonon.sqlite_store.SQLiteStore`
+    collections of ``<path>/tdphonon.sqlite``, indexed by the fields jobflow and
+    :mod:`tdphonon.query` look them up by; several processes (workers of a campaign on
+    one machine) can write to it at once. A directory holding a MontyDB store of earlier
+    tdphonon versions (and no ``tdphonon.sqlite``) is opened with maggma's ``MontyStore``
+    as before (queries scan every document): :func:`migrate_embedded_store` converts it.
 
     Parameters
     ----------
@@ -92,15 +141,75 @@ def embedded_store(path: str | os.PathLike | None = None) -> JobStore:
     """
     path = Path(path).expanduser() if path is not None else default_store_path()
     path.mkdir(parents=True, exist_ok=True)
-    kwargs = {
-        "database_path": str(path.resolve()),
-        "database_name": "tdphonon",
-        "storage": "sqlite",
-    }
-    return JobStore(
-        MontyStore("outputs", **kwargs),
-        additional_stores={"data": MontyStore("outputs_blobs", **kwargs)},
-    )
+    path = path.resolve()
+    file = path / EMBEDDED_STORE_FILE
+    if not file.exists() and (path / _MONTYDB_MARKER).exists():
+        logger.warning(
+            "%s is a MontyDB store of an earlier tdphonon (slow with many documents); convert "
+            'it with: python -c "from tdphonon.stores import migrate_embedded_store; '
+            "migrate_embedded_store('%s')\"",
+            path,
+            path,
+        )
+        return _montydb_job_store(path)
+    return _sqlite_job_store(file)
+
+
+def migrate_embedded_store(path: str | os.PathLike | None = None) -> dict[str, int]:
+    """Copy a MontyDB embedded store (earlier tdphonon versions) into its SQLite file.
+
+    Every document and array is copied into ``<path>/tdphonon.sqlite`` (written under
+    another name, then renamed: an interrupted copy leaves the MontyDB store in use);
+    from then on :func:`embedded_store` opens the SQLite file. The MontyDB files are left
+    in place (delete them once the copy is checked).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The store's directory; :func:`default_store_path` when None.
+
+    Returns
+    -------
+    dict
+        Documents copied per collection (``outputs``, ``outputs_blobs``).
+
+    Raises
+    ------
+    StoreConfigError
+        ``path`` holds no MontyDB store, or already a ``tdphonon.sqlite``.
+    """
+    path = (Path(path).expanduser() if path is not None else default_store_path()).resolve()
+    file = path / EMBEDDED_STORE_FILE
+    if not (path / _MONTYDB_MARKER).exists():
+        raise StoreConfigError(f"{path} holds no MontyDB store ({_MONTYDB_MARKER} not found)")
+    if file.exists():
+        raise StoreConfigError(f"{file} exists already: the store was migrated")
+    partial = file.with_name(file.name + ".partial")
+    for leftover in path.glob(partial.name + "*"):  # of an interrupted migration
+        leftover.unlink()
+    old, new = _montydb_job_store(path), _sqlite_job_store(partial)
+    copied = {}
+    for old_store, new_store in [
+        (old.docs_store, new.docs_store),
+        (old.additional_stores["data"], new.additional_stores["data"]),
+    ]:
+        old_store.connect()
+        new_store.connect()
+        batch, count = [], 0
+        for doc in old_store.query({}):  # documents as they are (blobs, checkpoints...)
+            doc.pop("_id", None)
+            batch.append(doc)
+            if len(batch) == 100:
+                new_store.insert(batch)
+                count, batch = count + len(batch), []
+        if batch:
+            new_store.insert(batch)
+        copied[old_store.collection_name] = count + len(batch)
+        old_store.close()
+        new_store.close()
+    partial.rename(file)
+    logger.info("migrated %s: %s", path, copied)
+    return copied
 
 
 def store_from_file(path: str | os.PathLike) -> JobStore:
@@ -157,7 +266,7 @@ def store_from_file(path: str | os.PathLike) -> JobStore:
     except KeyError as error:  # jobflow looks the type up in the maggma Store classes
         raise StoreConfigError(
             f"{path}: unknown store type {error} (a maggma Store: MongoStore, GridFSStore, "
-            "MontyStore, MemoryStore, ...)"
+            "SQLiteStore, MontyStore, MemoryStore, ...)"
         ) from None
     except (TypeError, ValueError) as error:  # e.g. a keyword the store does not take
         raise StoreConfigError(f"{path}: cannot build the JobStore: {_one_line(error)}") from None

@@ -26,7 +26,7 @@ intermediate result goes to a jobflow JobStore: an embedded database on this
 machine by default, or MongoDB through a jobflow.yaml.
 """
 
-COMMANDS = ("run", "kappa", "submit", "query", "finetune", "evaluate")
+COMMANDS = ("run", "kappa", "submit", "query", "analyze", "finetune", "evaluate", "models")
 
 
 class CommandError(Exception):

@@ -85,6 +85,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=4, help="supercells per step (default 4)"
     )
     parser.add_argument(
+        "--max-displacements",
+        type=positive_int,
+        metavar="N",
+        help="train on at most N displaced supercells per compound, round-robin over the "
+        "symmetry-distinct displaced atoms (default: all; 2-4 at database scale, where more "
+        "compounds help more than more displacements). Validation compounds keep all",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=output_dir,
+        metavar="DIR",
+        help="graph cache: each compound's training graphs are built once, kept here and "
+        "reused by later epochs and runs (default $TDPHONON_CACHE/graphs, else "
+        "~/.cache/tdphonon/graphs)",
+    )
+    parser.add_argument(
         "--trainable",
         default="last-block",
         choices=["last-block", "all", "interactions", "readout"],
@@ -120,10 +136,39 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _read_split(args: argparse.Namespace) -> tuple[list, list]:
+    """Training and validation force sets.
+
+    With ``--max-displacements`` the sets are read one at a time and only the chosen
+    displacements are kept (memory bounded by the subsets, for thousands of archives); the
+    validation compounds are then read again in full (their frequencies need every
+    displacement; a second pass over the inputs, so that names match).
+    """
+    from tdphonon.forcesets import iter_force_sets, read_force_sets, split_by_compound
+
+    k = args.max_displacements
+    if k is None:
+        sets = read_force_sets(args.data)
+    else:
+        sets = [s.training_subset(k, args.seed) for s in iter_force_sets(args.data)]
+    if args.validation:
+        train, validation = split_by_compound(sets, args.validation)
+    elif args.validation_fraction > 0 and len(sets) > 1:
+        train, validation = split_by_compound(
+            sets, fraction=args.validation_fraction, seed=args.seed
+        )
+    else:
+        train, validation = sets, []
+    if k is not None and validation:
+        names = {s.name for s in validation}
+        validation = [s for s in iter_force_sets(args.data) if s.name in names]
+    return list(train), list(validation)
+
+
 def command(args: argparse.Namespace) -> int:
     """Run ``tdphonon finetune``."""
-    from tdphonon.finetune import FineTuneSettings, finetune
-    from tdphonon.forcesets import ForceSetError, read_force_sets, split_by_compound
+    from tdphonon.finetune import FineTuneSettings, default_graph_cache, finetune
+    from tdphonon.forcesets import ForceSetError
 
     if args.out.exists() and any(args.out.iterdir()):
         raise CommandError(f"output folder {args.out} exists and is not empty")
@@ -140,16 +185,9 @@ def command(args: argparse.Namespace) -> int:
             stress_weight=args.stress_weight,
             patience=args.patience,
             device=args.device,
+            max_displacements=args.max_displacements,
         )
-        sets = read_force_sets(args.data)
-        if args.validation:
-            train, validation = split_by_compound(sets, args.validation)
-        elif args.validation_fraction > 0 and len(sets) > 1:
-            train, validation = split_by_compound(
-                sets, fraction=args.validation_fraction, seed=args.seed
-            )
-        else:
-            train, validation = sets, []
+        train, validation = _read_split(args)
         print(
             f"training on {len(train)} compounds ({sum(len(s) for s in train)} supercells); "
             f"validation: {', '.join(s.name for s in validation) or 'none'}"
@@ -162,6 +200,7 @@ def command(args: argparse.Namespace) -> int:
             out_dir=args.out,
             progress=not args.quiet,
             checkpoint_dir=checkpoint_dir,
+            cache_dir=args.cache_dir or default_graph_cache(),
         )
     except (ForceSetError, ValueError) as err:
         raise CommandError(str(err)) from None

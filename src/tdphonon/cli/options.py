@@ -31,13 +31,17 @@ __all__ = [
     "add_report_options",
     "add_sscha_options",
     "add_store_option",
+    "add_structure_filter_options",
     "add_temperatures_option",
+    "add_workers_options",
     "check_temperatures",
     "conductivity_maker",
     "connection_kwargs",
     "device",
+    "element",
     "existing_path",
     "fraction",
+    "ids_file",
     "launchpad_file",
     "non_negative_float",
     "non_negative_int",
@@ -47,9 +51,11 @@ __all__ = [
     "positive_int",
     "positive_int_or_auto",
     "positive_temperature",
+    "space_group",
     "sscha_maker",
     "store_file",
     "store_spec",
+    "structure_filter",
     "supercell_matrix",
     "temperature",
 ]
@@ -242,6 +248,48 @@ def launchpad_file(text: str) -> str:
     return text
 
 
+def element(text: str) -> str:
+    """A chemical element symbol, any case (``al`` -> ``Al``)."""
+    from pymatgen.core import Element
+
+    symbol = text.strip().capitalize()
+    if not Element.is_valid_symbol(symbol):
+        raise argparse.ArgumentTypeError(f"expected an element symbol (e.g. Si), got {text!r}")
+    return symbol
+
+
+def space_group(text: str) -> int:
+    """A space group: its number (1-230) or its international symbol (``Fm-3m``, ``P6_3/mmc``)."""
+    value = text.strip()
+    if value.lstrip("+-").isdigit():
+        number = int(value)
+        if not 1 <= number <= 230:
+            raise argparse.ArgumentTypeError(f"space-group numbers are 1-230, got {text!r}")
+        return number
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    try:
+        return SpaceGroup(value).int_number
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a space-group number (1-230) or symbol such as Fm-3m or P6_3/mmc, got "
+            f"{text!r}"
+        ) from None
+
+
+def ids_file(text: str) -> list[str]:
+    """A text file of ids (whitespace- or comma-separated; ``#`` starts a comment)."""
+    path = _existing_file(text)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error}") from None
+    ids = [i for line in lines for i in line.split("#")[0].replace(",", " ").split()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"{text} holds no ids")
+    return ids
+
+
 # -- supercells ------------------------------------------------------------------------------
 
 
@@ -408,6 +456,116 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
         type=store_spec,
         help="store: a directory for the embedded database, or a jobflow.yaml / JSON file "
         "with a JobStore (e.g. MongoDB + GridFS); default ~/.tdphonon/store",
+    )
+
+
+def add_structure_filter_options(parser: argparse.ArgumentParser) -> None:
+    """Which structures of the inputs a campaign takes (``run``, ``submit``): see
+    :class:`tdphonon.campaign.StructureFilter`; :func:`structure_filter` makes it."""
+    group = parser.add_argument_group(
+        "structure selection",
+        "criteria that every structure taken passes (a collection's records are judged on "
+        "their stated id, formula, atoms and space group, before they are parsed)",
+    )
+    group.add_argument(
+        "--max-atoms", type=positive_int, metavar="N", help="at most N atoms in the cell given"
+    )
+    group.add_argument(
+        "--elements",
+        nargs="+",
+        type=element,
+        metavar="X",
+        help="compounds containing any of these elements",
+    )
+    group.add_argument(
+        "--exclude-elements",
+        nargs="+",
+        type=element,
+        metavar="X",
+        help="leave out compounds containing any of these elements",
+    )
+    group.add_argument(
+        "--spacegroups",
+        nargs="+",
+        type=space_group,
+        metavar="SG",
+        help="space-group numbers or symbols (225 or Fm-3m)",
+    )
+    group.add_argument(
+        "--ids",
+        nargs="+",
+        metavar="ID",
+        help="these names only (collection ids such as mp-149, or file stems)",
+    )
+    group.add_argument(
+        "--ids-file",
+        type=ids_file,
+        metavar="FILE",
+        help="the names of a text file (whitespace or comma separated; with --ids: both)",
+    )
+    group.add_argument(
+        "--sample",
+        type=positive_int,
+        metavar="N",
+        help="a random sample of N of the structures that pass the other criteria, "
+        "reproducible with --sample-seed (a larger sample contains a smaller one)",
+    )
+    group.add_argument(
+        "--sample-seed",
+        type=non_negative_int,
+        metavar="S",
+        help="seed of --sample, >= 0 (default: --seed)",
+    )
+
+
+#: Destinations of :func:`add_structure_filter_options`.
+_FILTER_OPTIONS = (
+    "max_atoms",
+    "elements",
+    "exclude_elements",
+    "spacegroups",
+    "ids",
+    "ids_file",
+    "sample",
+    "sample_seed",
+)
+
+
+def structure_filter(args: argparse.Namespace) -> Any:
+    """The :class:`~tdphonon.campaign.StructureFilter` of :func:`add_structure_filter_options`,
+    or None when no criterion is given."""
+    if all(getattr(args, name, None) is None for name in _FILTER_OPTIONS):
+        return None
+    from tdphonon.campaign import StructureFilter
+
+    ids = None
+    if args.ids is not None or args.ids_file is not None:
+        ids = [*(args.ids or []), *(args.ids_file or [])]
+    return StructureFilter(
+        max_atoms=args.max_atoms,
+        elements=tuple(args.elements or ()),
+        exclude_elements=tuple(args.exclude_elements or ()),
+        spacegroups=tuple(args.spacegroups or ()),
+        ids=ids,
+        sample=args.sample,
+        seed=args.sample_seed if args.sample_seed is not None else getattr(args, "seed", 0),
+    )
+
+
+def add_workers_options(parser: argparse.ArgumentParser) -> None:
+    """``--workers`` and ``--retry-failed`` of a campaign run on this machine (``run``)."""
+    group = parser.add_argument_group("campaigns on this machine")
+    group.add_argument(
+        "--workers",
+        type=positive_int_or_auto,
+        metavar="N",
+        help="worker processes, each loading the model once (default auto: one per core)",
+    )
+    group.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the structures that failed in an earlier run (default: skipped, as "
+        "finished ones are)",
     )
 
 

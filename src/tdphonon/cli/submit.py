@@ -9,6 +9,7 @@ from typing import Any
 from tdphonon.cli.options import (
     add_connection_options,
     add_sscha_options,
+    add_structure_filter_options,
     add_temperatures_option,
     check_temperatures,
     connection_kwargs,
@@ -18,6 +19,7 @@ from tdphonon.cli.options import (
     positive_int,
     sscha_maker,
     store_file,
+    structure_filter,
 )
 
 SUBMIT_EPILOG = """\
@@ -25,10 +27,13 @@ examples:
   tdphonon submit structures/ --temperatures 100 300 600 --model /models/M3GNet-MP-2021.2.8-PES
   tdphonon submit Si.cif NaCl.cif mp-149 --kappa --launchpad my_launchpad.yaml
   tdphonon submit batch.json --finetune-data dft_forces/ --dry-run
+  tdphonon submit ../shared/data/phonondb/unitcells.json.xz --max-atoms 10 --sample 100
 
 STRUCTURES are files (CIF, POSCAR/CONTCAR, *.vasp, pymatgen JSON of one structure or a
-list), folders of such files, or Materials Project ids (with MP_API_KEY set and the
-mp-api client installed). Each structure becomes one workflow: [fine-tuning ->] relax ->
+list), JSON collections (.json, .json.xz, .json.gz: records with poscar and mpid/id, such
+as phonondb's unitcells.json.xz), folders of such files, or Materials Project ids (with
+MP_API_KEY set and the mp-api client installed); the selection options pick some of
+them. 'tdphonon run STRUCTURES... --workers N' runs the same campaign on this machine. Each structure becomes one workflow: [fine-tuning ->] relax ->
 harmonic -> SSCHA iterations per temperature [-> thermal conductivity]. A structure
 already submitted with the same settings (same crystal, model, temperatures, options) is
 skipped, so re-running the same command is safe.
@@ -106,6 +111,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--mp-api-key", help="Materials Project API key (default $MP_API_KEY)")
     add_connection_options(parser)
+    add_structure_filter_options(parser)
     parser.add_argument(
         "--json",
         type=output_file,
@@ -136,7 +142,9 @@ def command(args: argparse.Namespace) -> int:
         store = connect_store(store_from_file(args.store), **connection)
     from tdphonon.campaign import CampaignMaker, read_structures, submit_flows
 
-    structures = read_structures(args.structures, mp_api_key=args.mp_api_key)
+    structures = read_structures(
+        args.structures, mp_api_key=args.mp_api_key, selection=structure_filter(args)
+    )
     # --born belongs to one crystal (sscha_maker refuses it with several structures)
     single = structures[0][1] if len(structures) == 1 else None
     maker = CampaignMaker(

@@ -22,9 +22,11 @@ Random numbers come from streams derived from (seed, temperature, population ind
 :class:`~tdphonon.sscha.SSCHA`, and the pointers name fixed ``(uuid, index)`` outputs, so a
 failed iteration job that is rerun recomputes exactly that iteration and nothing else.
 
-Calculators (:meth:`~tdphonon.potentials.PotentialSpec.calculator`) and the symmetry basis
-of the force-constant fit are cached per process: consecutive iteration jobs on one worker
-rebuild neither.
+Calculators (:meth:`~tdphonon.potentials.PotentialSpec.calculator`), the crystal's phonopy
+object (its symmetry analysis) and the symmetry basis of the force-constant fit are cached
+per process: consecutive iteration jobs on one worker rebuild none of them. The labelled
+q-points of the band path, whose frequency errors the SSCHA bounds, are found once, by the
+first iteration, and travel to the next ones in :class:`HarmonicReference`.
 """
 
 from __future__ import annotations
@@ -171,6 +173,10 @@ class HarmonicReference(MSONable):
         iteration loads the harmonic force constants from the store by it, for the
         renormalisation measures, so that no array travels in the job inputs. None: the
         measures are not computed.
+    labelled_qpoints : dict of str to list of float, optional
+        The labelled points of the band path of ``structure`` (fractional q-points, in the
+        order of :func:`~tdphonon.phonons.labelled_qpoints`). None: found by the first SSCHA
+        iteration (:meth:`with_labelled_qpoints`), which passes them on to the next ones.
     """
 
     structure: Structure
@@ -181,6 +187,7 @@ class HarmonicReference(MSONable):
     has_imaginary_modes: bool
     nac_params: dict[str, Any] | None = None
     harmonic_uuid: str | None = None
+    labelled_qpoints: dict[str, list[float]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.structure, dict):
@@ -197,7 +204,7 @@ class HarmonicReference(MSONable):
         nac : bool
             Take its ``nac_params`` (else no NAC in the results).
         """
-        own = ("nac_params", "harmonic_uuid")
+        own = ("nac_params", "harmonic_uuid", "labelled_qpoints")
         fields = [f.name for f in dataclasses.fields(cls) if f.name not in own]
         values = {name: field_value(harmonic, name) for name in fields}
         return cls(
@@ -210,6 +217,13 @@ class HarmonicReference(MSONable):
         """The same with the forces as nested lists (small, JSON-ready job inputs)."""
         forces = np.asarray(self.reference_forces, dtype=float).tolist()
         return dataclasses.replace(self, reference_forces=forces)
+
+    def with_labelled_qpoints(self) -> HarmonicReference:
+        """The same with :attr:`labelled_qpoints` found (pymatgen's k-path of the structure)."""
+        if self.labelled_qpoints is not None:
+            return self
+        qpoints = {label: q.tolist() for label, q in labelled_qpoints(self.structure).items()}
+        return dataclasses.replace(self, labelled_qpoints=qpoints)
 
 
 def _failure_response(
@@ -237,13 +251,21 @@ def _failure_response(
     return Response(output=doc, stop_children=True)
 
 
-# -- cached fitting basis -----------------------------------------------------------------------
+# -- cached symmetry analysis and fitting basis -------------------------------------------------
 
 
 @lru_cache(maxsize=2)
-def _cached_fitter(structure_json: str, supercell_matrix: tuple) -> ForceConstantFitter:
+def _cached_supercell(
+    structure_json: str, supercell_matrix: tuple
+) -> tuple[Phonopy, ForceConstantFitter]:
+    """The phonopy object (no force constants) and symfc basis of a crystal's supercell.
+
+    Built once per process (the symmetry analyses cost more than anything else an
+    iteration does besides its forces) and shared by the iteration jobs that run there,
+    which must not modify the phonopy object (:class:`~tdphonon.sscha.SSCHA` does not).
+    """
     phonon = make_phonopy(Structure.from_str(structure_json, fmt="json"), supercell_matrix)
-    return ForceConstantFitter(phonon.supercell)
+    return phonon, ForceConstantFitter(phonon.supercell)
 
 
 # -- relaxation ---------------------------------------------------------------------------------
@@ -578,11 +600,14 @@ def _temperature_doc(
         phonon = make_phonopy(structure, supercell_matrix, nac_params=nac_params)
     spectrum = phonon_spectrum(phonon, result.force_constants)
     # the SSCHA bounded the errors at the labelled q-points, in the same (ascending) order
+    labels = (
+        harmonic.labelled_qpoints
+        if harmonic.labelled_qpoints is not None
+        else labelled_qpoints(structure)
+    )
     labelled_errors = {
         label: errors.tolist()
-        for label, errors in zip(
-            labelled_qpoints(structure), result.qpoint_frequency_errors, strict=True
-        )
+        for label, errors in zip(labels, result.qpoint_frequency_errors, strict=True)
         if label in spectrum.labelled_frequencies
     }
     shifts, mean_shift = frequency_shifts(
@@ -728,15 +753,18 @@ def _sscha_iteration(
     """Body of :func:`sscha_iteration_job` (same parameters)."""
     settings = SSCHASettings(**(sscha_settings or {}))
     calculator = potential.calculator()
+    harmonic = harmonic.with_labelled_qpoints()  # found once, passed on to the next iterations
+    assert harmonic.labelled_qpoints is not None
     structure, supercell_matrix = harmonic.structure, harmonic.supercell_matrix
-    phonon = make_phonopy(structure, supercell_matrix)
+    # symmetry analysis and symfc basis, shared by the iterations that run on this worker
+    phonon, fitter = _cached_supercell(
+        structure.to_json(), tuple(map(tuple, np.asarray(supercell_matrix).tolist()))
+    )
     this = StoredOutput(uuid=CURRENT_JOB.job.uuid, index=CURRENT_JOB.job.index)
     if continuation is None:
-        phonon.force_constants = np.asarray(start_force_constants, dtype=float)
         state, pointers = None, {}
     else:
         state = _load_state(CURRENT_JOB.store, continuation)
-        phonon.force_constants = state.force_constants
         pointers = {p.population_index: p for p in continuation.populations}
     sscha = SSCHA(
         phonon,
@@ -748,10 +776,11 @@ def _sscha_iteration(
             np.asarray(harmonic.reference_forces, dtype=float),
         ),
         state=state,
-        fitter=_cached_fitter(  # symfc basis, reused by later iterations on this worker
-            structure.to_json(), tuple(map(tuple, np.asarray(supercell_matrix).tolist()))
+        fitter=fitter,
+        qpoints=list(harmonic.labelled_qpoints.values()),  # their errors are bounded too
+        force_constants=(
+            None if start_force_constants is None else np.asarray(start_force_constants, float)
         ),
-        qpoints=list(labelled_qpoints(structure).values()),  # their errors are bounded too
     )
     record = sscha.step(progress=progress)
     state = sscha.state

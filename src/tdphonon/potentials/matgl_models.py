@@ -39,6 +39,8 @@ from ase.calculators.calculator import Calculator
 
 from tdphonon.potentials import _matgl_legacy as legacy
 from tdphonon.potentials.base import ForceCalculator, LegacyConventionWarning, ModelLoadError
+from tdphonon.potentials.catalog import MODEL_FILES as _MODEL_FILES
+from tdphonon.potentials.catalog import shipped_model_dir
 from tdphonon.potentials.factory import MODEL_ENV_VAR
 
 if TYPE_CHECKING:
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MatglCalculator", "load_potential", "message_convention", "save_potential"]
 
-_MODEL_FILES = ("model.json", "model.pt", "state.pt")
 _HUB_ORG = "materialyze"
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w\-.]*/[\w\-.]+$")
 
@@ -95,6 +96,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _shipped_names() -> str:
+    from tdphonon.potentials.catalog import SHIPPED_DIR
+
+    folders = SHIPPED_DIR.iterdir() if SHIPPED_DIR.is_dir() else ()
+    names = sorted(p.name for p in folders if shipped_model_dir(p.name))
+    return ", ".join(names) or "none installed"
+
+
 def _fetch_from_hub(name: str) -> Path:
     """Return the local folder of a hub model, from matgl's cache or downloaded."""
     try:
@@ -123,7 +132,8 @@ def _fetch_from_hub(name: str) -> Path:
         raise ModelLoadError(
             f"{hint}, and the model hub is unreachable (offline, or a proxy needed: set "
             f"HTTPS_PROXY). Give a local matgl model folder with --model (or "
-            f"{MODEL_ENV_VAR}), or --model emt for a classical potential."
+            f"{MODEL_ENV_VAR}), a model shipped with tdphonon ({_shipped_names()}; "
+            f"tdphonon models lists them), or --model emt for a classical potential."
         )
     try:
         return fetch(local_only=False)
@@ -148,6 +158,9 @@ def _locate_model(model: str | os.PathLike) -> tuple[Path, str, str]:
         raise ModelLoadError(f"{path} is a file, not a matgl model folder")
     if isinstance(model, os.PathLike) or _looks_like_path(text):
         raise ModelLoadError(f"matgl model folder not found: {path}")
+    shipped = shipped_model_dir(text)
+    if shipped is not None:
+        return shipped, text, "shipped"
     return _fetch_from_hub(text), text, "hub"
 
 

@@ -80,7 +80,7 @@ class PotentialSpec(MSONable):
         """The spec as jobs should receive it, resolved where the flow is made.
 
         ``None`` becomes :func:`~tdphonon.potentials.default_model` (``$TDPHONON_MODEL``,
-        else the pretrained M3GNet by its hub name); an existing model folder becomes an
+        else the shipped ``M3GNet-phonondb-PBEsol``); an existing model folder becomes an
         absolute path (workers may run elsewhere); a stored fine-tuned model
         (``StoredModel``, its dict or URI) becomes its ``tdphonon-model://`` URI; an
         ``OutputReference`` (a model that an earlier job makes) and anything else (a hub
