@@ -536,6 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--include", nargs="*", default=[], metavar="FILE", help="further structure files"
     )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() after start-up: the cyclic garbage collector then no longer scans "
+        "the ~10^6 objects of torch, matgl and pymatgen at every collection (an experiment: "
+        "tdphonon itself does not do it)",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="output JSON")
     args = parser.parse_args(argv)
     if args.n < 0 or args.min_atoms < 1 or args.max_atoms < args.min_atoms:
@@ -559,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     start, start_cpu = time.perf_counter(), time.process_time()
     calculator = PotentialSpec(model).resolve().calculator()
     model_load_s, model_load_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
+    if args.gc_freeze:
+        import gc
+
+        gc.collect()
+        gc.freeze()
     print(
         f"imports {imports_cpu_s:.1f} s CPU ({imports_s:.1f} s wall), model load "
         f"{model_load_cpu_s:.1f} s CPU ({model_load_s:.1f} s wall), {calculator.name}"
@@ -610,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": model,
             "seed": args.seed,
             "include": args.include,
+            "gc_freeze": args.gc_freeze,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "machine": platform.platform(),
             "python": sys.version.split()[0],

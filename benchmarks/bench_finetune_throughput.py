@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import shutil
 import sys
@@ -37,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-
-def _shared() -> Path:
-    return Path(os.environ.get("TDPHONON_SHARED", HERE.parent.parent / "shared"))
+from finetune_phonondb import _shared, pretrained_base  # noqa: E402
 
 
 def _epoch(base: str, train: list, cache_dir: Path | None, max_displacements: int | None):
@@ -77,11 +75,7 @@ def _epoch(base: str, train: list, cache_dir: Path | None, max_displacements: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--base",
-        default=os.environ.get("TDPHONON_MODEL")
-        or str(_shared() / "models" / "M3GNet-MP-2021.2.8-PES"),
-    )
+    parser.add_argument("--base", default=pretrained_base(), help="base model to fine-tune")
     parser.add_argument("--n-compounds", type=int, default=4)
     parser.add_argument("--min-atoms", type=int, default=90)
     parser.add_argument("--max-atoms", type=int, default=110)

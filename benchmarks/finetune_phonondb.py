@@ -54,6 +54,12 @@ def _shared() -> Path:
     return Path(os.environ.get("TDPHONON_SHARED", HERE.parent.parent / "shared"))
 
 
+def pretrained_base() -> str:
+    """The base model of the benchmarks: the pretrained M3GNet in ``$TDPHONON_SHARED/models``
+    (``$TDPHONON_MODEL`` is not used: it may name a fine-tuned model)."""
+    return str(_shared() / "models" / "M3GNet-MP-2021.2.8-PES")
+
+
 def _reduced_formula(formula: str) -> str:
     from pymatgen.core import Composition
 
@@ -80,6 +86,18 @@ def split(
     held |= {_reduced_formula(r["formula"]) for r in selection}
     pool = [r for r in rest[n_selection:] if _reduced_formula(r["formula"]) not in held]
     return {"test": test, "selection": selection, "pool": pool}
+
+
+def _split(args: argparse.Namespace, potential: Any) -> dict[str, list[dict[str, str]]]:
+    """The split of ``args`` for the elements ``potential`` knows."""
+    return split(
+        _shared() / "data" / "phonondb" / "index.csv",
+        set(potential.model.element_types),
+        args.n_test,
+        args.n_selection,
+        args.max_supercell_atoms,
+        args.seed,
+    )
 
 
 def _read(rows: list[dict[str, str]], archives: Path, max_displacements: int | None, seed: int):
@@ -121,14 +139,7 @@ def run_point(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     shared = _shared() / "data" / "phonondb"
     base = load_potential(args.base)
-    parts = split(
-        shared / "index.csv",
-        set(base.model.element_types),
-        args.n_test,
-        args.n_selection,
-        args.max_supercell_atoms,
-        args.seed,
-    )
+    parts = _split(args, base)
     if args.n_train > len(parts["pool"]):
         raise SystemExit(f"--n-train {args.n_train}: the pool holds {len(parts['pool'])}")
     archives = shared / "archives"
@@ -223,15 +234,7 @@ def lattice_check(models: list[str], args: argparse.Namespace) -> dict[str, Any]
 
     torch.set_num_threads(args.threads)
     shared = _shared() / "data" / "phonondb"
-    first = load_potential(models[0])
-    parts = split(
-        shared / "index.csv",
-        set(first.model.element_types),
-        args.n_test,
-        args.n_selection,
-        args.max_supercell_atoms,
-        args.seed,
-    )
+    parts = _split(args, load_potential(models[0]))
     cells = {r["mpid"]: r for r in json.load(lzma.open(shared / "unitcells.json.xz"))}
     out: dict[str, Any] = {"models": {}, "test": [r["mpid"] for r in parts["test"]]}
     for model in models:
@@ -363,11 +366,7 @@ def summarize(files: list[Path]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--base",
-        default=os.environ.get("TDPHONON_MODEL")
-        or str(_shared() / "models" / "M3GNet-MP-2021.2.8-PES"),
-    )
+    parser.add_argument("--base", default=pretrained_base(), help="base model to fine-tune")
     parser.add_argument("--n-train", type=int, default=30)
     parser.add_argument("--n-test", type=int, default=30)
     parser.add_argument("--n-selection", type=int, default=10)
