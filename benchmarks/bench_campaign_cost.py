@@ -30,8 +30,9 @@ slope of log(CPU time) against log(atoms) (primitive and supercell).
 
 Usage::
 
-    nice -n 15 python benchmarks/bench_campaign_cost.py [--n 6] [--max-atoms 10]
+    nice -n 15 python benchmarks/bench_campaign_cost.py [--n 4] [--max-atoms 10]
         [--min-atoms 2] [--temperature 300] [--model PATH] [--seed 0] [--include FILE ...]
+        [--max-force-evaluations N] [--tolerance THZ] [--gc-freeze]
         [--json benchmarks/results/bench_campaign_cost.json]
 
 ``--model`` defaults to ``$TDPHONON_MODEL``, else ``../shared/models/M3GNet-MP-2021.2.8-PES``;
@@ -336,7 +337,12 @@ def _max_error(result: dict[str, Any]) -> float | None:
 
 
 def run_compound(
-    cell: dict[str, Any], model: str, temperature: float, clock: StageClock, workdir: Path
+    cell: dict[str, Any],
+    model: str,
+    temperature: float,
+    clock: StageClock,
+    workdir: Path,
+    sscha_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make and run one compound's flow with the stage timers; one row of the results."""
     from tdphonon.flows.sscha import SSCHAMaker
@@ -353,7 +359,8 @@ def run_compound(
     start, start_cpu = time.perf_counter(), time.process_time()
     try:
         with clock.stage("jobflow"):
-            flow = SSCHAMaker(model=model).make(structure, temperatures=[temperature])
+            maker = SSCHAMaker(model=model, sscha_settings=sscha_settings or {})
+            flow = maker.make(structure, temperatures=[temperature])
             harmonic, results = run_flow(flow, store, ensure_success=False)
     except Exception as exc:  # a failed compound is a row, not the end
         error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
@@ -406,6 +413,7 @@ def run_compound(
         "converged": result.get("converged"),
         "n_iterations": result.get("n_iterations"),
         "max_frequency_error": _max_error(result),
+        "message": result.get("message"),
         "error": error,
     }
 
@@ -527,7 +535,7 @@ def warm_up() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print rows and the summary, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=6, help="compounds from phonondb (default 6)")
+    parser.add_argument("--n", type=int, default=4, help="compounds from phonondb (default 4)")
     parser.add_argument("--min-atoms", type=int, default=2, help="smallest primitive cell")
     parser.add_argument("--max-atoms", type=int, default=10, help="largest primitive cell")
     parser.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
@@ -535,6 +543,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     parser.add_argument(
         "--include", nargs="*", default=[], metavar="FILE", help="further structure files"
+    )
+    parser.add_argument(
+        "--max-force-evaluations",
+        type=int,
+        default=None,
+        help="cap on the SSCHA force evaluations per compound (SSCHASettings; default: "
+        "tdphonon's, 20000): bounds the cost of a compound that does not converge, which is "
+        "then reported as such",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="SSCHA frequency tolerance, THz (default: tdphonon's, 0.05)",
     )
     parser.add_argument(
         "--gc-freeze",
@@ -547,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 0 or args.min_atoms < 1 or args.max_atoms < args.min_atoms:
         parser.error("--n must be >= 0 and 1 <= --min-atoms <= --max-atoms")
+    if args.max_force_evaluations is not None and args.max_force_evaluations < 1:
+        parser.error("--max-force-evaluations must be >= 1")
     if not args.temperature > 0:
         parser.error("--temperature must be > 0 K")
     model = args.model or os.environ.get("TDPHONON_MODEL") or str(DEFAULT_MODEL)
@@ -585,23 +609,54 @@ def main(argv: list[str] | None = None) -> int:
         args.n, args.min_atoms, args.max_atoms, args.seed, calculator.supported_elements
     )
     print(f"sample of {len(cells)} cells in {time.perf_counter() - start:.1f} s")
-    rows = []
-    clock.install()
-    try:
-        with tempfile.TemporaryDirectory(prefix="tdphonon-cost-") as workdir:
-            for cell in cells:
-                row = run_compound(cell, model, args.temperature, clock, Path(workdir))
-                print_row(row)
-                rows.append(row)
-    finally:
-        clock.uninstall()
-    summary = summarise(rows, imports_cpu_s + model_load_cpu_s)
-    summary |= {
+    sscha_settings = {}
+    if args.max_force_evaluations is not None:
+        sscha_settings["max_force_evaluations"] = args.max_force_evaluations
+    if args.tolerance is not None:
+        sscha_settings["frequency_tolerance"] = args.tolerance
+    settings = {
+        "n": args.n,
+        "min_atoms": args.min_atoms,
+        "max_atoms": args.max_atoms,
+        "temperature": args.temperature,
+        "model": model,
+        "seed": args.seed,
+        "include": args.include,
+        "sscha_settings": sscha_settings,
+        "gc_freeze": args.gc_freeze,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "machine": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+    once = {
         "imports_cpu_s": imports_cpu_s,
         "imports_wall_s": imports_s,
         "model_load_cpu_s": model_load_cpu_s,
         "model_load_wall_s": model_load_s,
     }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The JSON so far (after every compound: a long run keeps what it measured)."""
+        summary = summarise(rows, imports_cpu_s + model_load_cpu_s) | once
+        payload = {"settings": settings, "summary": summary, "compounds": rows}
+        args.json.write_text(json.dumps(payload, indent=1, default=float))
+        return summary
+
+    rows: list[dict[str, Any]] = []
+    clock.install()
+    try:
+        with tempfile.TemporaryDirectory(prefix="tdphonon-cost-") as workdir:
+            for cell in cells:
+                row = run_compound(
+                    cell, model, args.temperature, clock, Path(workdir), sscha_settings
+                )
+                print_row(row)
+                rows.append(row)
+                write(rows)
+    finally:
+        clock.uninstall()
+    summary = write(rows)
     print("\ncompound                      atoms supercell   CPU s  forces  evals  iters conv")
     for row in rows:
         print(
@@ -612,25 +667,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsummary:")
     for key, value in summary.items():
         print(f"  {key}: {value:.3g}" if isinstance(value, float) else f"  {key}: {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "settings": {
-            "n": args.n,
-            "min_atoms": args.min_atoms,
-            "max_atoms": args.max_atoms,
-            "temperature": args.temperature,
-            "model": model,
-            "seed": args.seed,
-            "include": args.include,
-            "gc_freeze": args.gc_freeze,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "machine": platform.platform(),
-            "python": sys.version.split()[0],
-        },
-        "summary": summary,
-        "compounds": rows,
-    }
-    args.json.write_text(json.dumps(payload, indent=1, default=float))
     print(f"JSON: {args.json}")
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import lzma
 import subprocess
 import sys
 from functools import cache
@@ -336,6 +337,45 @@ def test_analyze_command(campaign, tmp_path, capsys):
     summary = json.loads(one.read_text())
     assert {e["temperature"] for e in summary["compounds"]} == {600.0}
     assert "temperature" not in {f["name"] for f in summary["features"]}
+
+
+def test_export_and_analyze_pieces(campaign, table, tmp_path, capsys):
+    """A campaign exported without its store reads back as the same table; pieces merge,
+    a compound's completed row wins over a failed one, and analyze --from uses them."""
+    from tdphonon.analysis import export_campaign, read_campaign
+
+    whole = tmp_path / "whole.json.xz"
+    assert export_campaign(campaign["store"], whole) == 16
+    back, structures = read_campaign([whole])
+    stored = campaign_table(campaign["store"])
+    pd.testing.assert_frame_equal(back[stored.columns], stored, check_dtype=False)
+    assert set(structures) == set(campaign_structures(campaign["store"]))
+
+    # two pieces: the second reruns Cu (completed) where the first has it failed
+    rows = json.loads(lzma.open(whole, "rt").read())
+    cu = [r for r in rows["rows"] if r["material"] == "Cu"]
+    first = dict(rows, rows=[r for r in rows["rows"] if r["material"] != "Cu"]
+                 + [dict(r, status="failed", sigma_a=None) for r in cu])  # fmt: skip
+    second = dict(rows, rows=cu)
+    paths = [tmp_path / "part-1.json", tmp_path / "part-2.json"]
+    for path, content in zip(paths, (second, first), strict=True):
+        path.write_text(json.dumps(content))
+    merged, _ = read_campaign(paths)
+    assert len(merged) == 16
+    assert (merged.loc[merged["material"] == "Cu", "status"] == "completed").all()
+
+    out = tmp_path / "pieces.json"
+    argv = ["analyze", "--from", *map(str, paths), "--folds", "3", "--no-plots", "-q"]
+    assert main([*argv, "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["n_compounds"] == 8 and summary["status_counts"]["completed"] == 6
+    assert summary["model"]["r2_cv"] is not None
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["analyze", "--from", str(bad), "--no-plots", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a campaign export" in err and len(err.splitlines()) == 1
 
 
 def test_analyze_errors(campaign, tmp_path, capsys):

@@ -221,7 +221,8 @@ def test_finetune_deterministic_and_mixed_labels(sets, shared_dir, m3gnet_path):
             "metadata": {},
         },
     )
-    settings = FineTuneSettings(max_epochs=1, batch_size=3, lr=1e-3, seed=1, energy_weight=1.0)
+    # one batch holds the compound's 4 supercells: its two energies train as a difference
+    settings = FineTuneSettings(max_epochs=1, batch_size=4, lr=1e-3, seed=1, energy_weight=1.0)
     runs = [finetune(m3gnet_path, [mixed, sets["NaCl"]], [], settings) for _ in range(2)]
     w0, w1 = (_weights(r.potential) for r in runs)
     assert all(np.array_equal(w0[k], w1[k]) for k in w0)
@@ -231,7 +232,7 @@ def test_finetune_deterministic_and_mixed_labels(sets, shared_dir, m3gnet_path):
         m3gnet_path,
         [mixed, sets["NaCl"]],
         [],
-        FineTuneSettings(max_epochs=1, batch_size=3, lr=1e-3, seed=2),
+        FineTuneSettings(max_epochs=1, batch_size=4, lr=1e-3, seed=2),
     )
     w2 = _weights(other.potential)
     assert any(not np.array_equal(w0[k], w2[k]) for k in w0)
@@ -493,3 +494,69 @@ def test_finetune_resumes_from_checkpoint(tmp_path, monkeypatch, sets, m3gnet_pa
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+def test_finite_temperature_snapshots_split_and_weights(shared_dir):
+    """A compound's own random-displacement data: held-out snapshots for validation, and
+    weights that make far-from-equilibrium snapshots count by their relative force error."""
+    import argparse
+
+    from tdphonon.cli.finetune import _read_split
+    from tdphonon.finetune import REFERENCE_FORCE, supercell_weight
+    from tdphonon.structures import minimum_image_vectors
+
+    path = shared_dir / "data" / "KCl-SSCHA" / "phonopy_mlpsscha_params_KCl-120.yaml.xz"
+    args = argparse.Namespace(
+        data=[str(path)], max_displacements=None, validation=None, validation_fraction=0.2, seed=0
+    )
+    (train,), (held,) = _read_split(args)
+    assert (len(train), len(held)) == (96, 24) and held.name == f"{train.name}:held-out"
+    assert held.is_random and held.harmonic_indices == list(range(24))
+    assert not set(train.metadata["split"]["indices"]) & set(held.metadata["split"]["indices"])
+    for atoms, u in zip(held.supercells, held.dataset["displacements"], strict=True):
+        np.testing.assert_allclose(
+            u, minimum_image_vectors(atoms.positions - held.reference.positions, atoms.cell)
+        )
+    assert held.harmonic_forces().shape == (24, 64, 3)
+
+    rms = [np.sqrt(np.mean(np.sum(f**2, axis=1))) for f in train.forces]
+    weights = [
+        supercell_weight(a.positions - train.reference.positions, f)
+        for a, f in zip(train.supercells, train.forces, strict=True)
+    ]
+    np.testing.assert_allclose(weights, np.minimum(1, (REFERENCE_FORCE / np.array(rms)) ** 2))
+    assert max(rms) > 50 and min(weights) < 1e-5  # the data reach forces of tens of eV/Å
+
+    # finite displacements: (0.01 Å / u)², whatever the forces
+    u = np.zeros((64, 3))
+    u[5] = [0.02, 0, 0]
+    assert supercell_weight(u, np.full((64, 3), 3.0)) == pytest.approx(0.25)
+    u[9] = [0, 0.01, 0]  # a phono3py pair
+    assert supercell_weight(u, np.ones((64, 3))) == pytest.approx(0.25)
+
+
+def test_finetune_energies_enter_as_differences(shared_dir, m3gnet_path):
+    """A constant energy offset between the DFT setup and the model is no error: the same
+    data with every energy shifted by 1 eV/atom trains the same weights."""
+    from dataclasses import replace
+
+    from tdphonon.finetune import FineTuneSettings, finetune
+    from tdphonon.potentials import load_potential
+
+    path = shared_dir / "data" / "KCl-SSCHA" / "phonopy_mlpsscha_params_KCl-120.yaml.xz"
+    (kcl,) = read_force_sets(path)
+    small = kcl.training_subset(6, seed=0)
+    n_atoms = len(small.reference)
+    shifted = replace(small, energies=[e + n_atoms for e in small.energies])
+    settings = FineTuneSettings(max_epochs=1, batch_size=3, lr=1e-3, seed=0, energy_weight=10.0)
+    runs = [finetune(m3gnet_path, [s], [], settings) for s in (small, shifted)]
+    w0, w1 = (_weights(r.potential) for r in runs)
+    base = _weights(load_potential(m3gnet_path))
+    moved = max(np.abs(w0[k] - base[k]).max() for k in w0)
+    offset = max(np.abs(w0[k] - w1[k]).max() for k in w0)  # float32 rounding through Adam
+    assert moved > 0 and offset < 0.05 * moved, (offset, moved)
+    e0, e1 = (r.history[0]["train_energy_mae"] for r in runs)
+    assert e0 > 0 and e1 == pytest.approx(e0, rel=1e-3)
+    no_energy = finetune(m3gnet_path, [small], [], replace(settings, energy_weight=0.0))
+    w2 = _weights(no_energy.potential)
+    assert max(np.abs(w0[k] - w2[k]).max() for k in w0) > 10 * offset  # energies do train

@@ -18,8 +18,11 @@
   measure from the features; grouped K-fold cross-validation (all temperatures of a compound
   in one fold) against a mean-value baseline; permutation importance on the held-out folds
   (and mean absolute SHAP values where ``shap`` is installed).
-* :func:`analyze`: all of it for a store; :meth:`CampaignAnalysis.summary` is the JSON of
-  ``tdphonon analyze --json``.
+* :func:`export_campaign` / :func:`read_campaign`: a campaign's table and crystals as one
+  portable JSON file (``tdphonon analyze --export``), so campaigns run in pieces on several
+  machines or stores are analysed together (``tdphonon analyze --from``).
+* :func:`analyze`: all of it for a store and/or exported files;
+  :meth:`CampaignAnalysis.summary` is the JSON of ``tdphonon analyze --json``.
 
 matminer is not used: every release of matminer that installs with tdphonon's pinned pandas
 (3.x) is broken (0.8: ``pkg_resources``), the others require pandas < 3. The elemental
@@ -41,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
     from jobflow import JobStore
     from pymatgen.core import Structure
@@ -60,7 +65,9 @@ __all__ = [
     "campaign_structures",
     "campaign_table",
     "driver_model",
+    "export_campaign",
     "model_features",
+    "read_campaign",
     "structure_features",
     "trends",
 ]
@@ -301,6 +308,96 @@ def campaign_structures(store: JobStore) -> dict[str, Structure]:
         except Exception as error:  # a malformed document: no features for it
             logger.warning("compound %s: unreadable structure (%s)", key, error)
     return structures
+
+
+#: ``format`` of the files of :func:`export_campaign`.
+EXPORT_FORMAT = "tdphonon-campaign"
+EXPORT_VERSION = 1
+
+#: Status preference when a compound and temperature occur in several sources (best first).
+_STATUS_RANK = ("completed", "failed", "running", "waiting", "fizzled")
+
+
+def export_campaign(store: JobStore, path: str | Path, launchpad: Any = None) -> int:
+    """Write the campaign in ``store`` to one portable JSON file; the rows written.
+
+    The file holds :func:`campaign_table` (one row per compound and temperature: status,
+    reason, every scalar measure, the labelled frequencies as JSON strings) and each
+    compound's crystal (:func:`campaign_structures`), a few kB per compound: the
+    per-compound summary of a campaign without its store (snapshots, forces and force
+    constants stay there). ``.json.xz`` / ``.json.gz`` are compressed. :func:`read_campaign`
+    reads it back; :func:`analyze` takes such files with or instead of a store.
+    """
+    from monty.serialization import dumpfn
+
+    table = campaign_table(store, launchpad)
+    structures = campaign_structures(store)
+    ids = set(table["id"])
+    dumpfn(
+        {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "rows": _records(table),
+            "structures": {key: s.as_dict() for key, s in structures.items() if key in ids},
+        },
+        str(path),
+    )
+    return len(table)
+
+
+def read_campaign(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, Structure]]:
+    """The table and crystals of files written by :func:`export_campaign`, merged.
+
+    A compound and temperature present in several files keeps its best row (completed,
+    then failed, running...; the later file on a tie), so files of a campaign run in pieces,
+    or rerun, combine into one table.
+
+    Raises
+    ------
+    ValueError
+        A file that cannot be read or is not such an export (one line naming it).
+    """
+    import pandas as pd
+    from monty.serialization import loadfn
+    from pymatgen.core import Structure
+
+    frames, structures = [], {}
+    for path in paths:
+        try:
+            content = loadfn(str(path), cls=None)
+        except Exception as error:
+            raise ValueError(f"{path}: cannot read it: {_one_line(error)}") from None
+        if not isinstance(content, dict) or content.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"{path}: not a campaign export of tdphonon analyze --export")
+        frames.append(pd.DataFrame(content.get("rows") or []))
+        for key, data in (content.get("structures") or {}).items():
+            structures[key] = Structure.from_dict(data)
+    return _best_rows(frames), structures
+
+
+def _best_rows(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Tables of :func:`campaign_table` concatenated, one row per compound and temperature
+    (the best status; the later table on a tie), sorted as :func:`campaign_table`."""
+    import pandas as pd
+
+    frames = [f for f in frames if not f.empty]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if table.empty:
+        return table
+    rank = {status: i for i, status in enumerate(_STATUS_RANK)}
+    table["_rank"] = [rank.get(s, len(rank)) for s in table["status"]]
+    table["_t"] = pd.to_numeric(table["temperature"], errors="coerce").fillna(-1.0)
+    table["_order"] = range(len(table))
+    table = (
+        table.sort_values(["id", "_t", "_rank", "_order"], ascending=[True, True, True, False])
+        .drop_duplicates(["id", "_t"])
+        .drop(columns=["_rank", "_t", "_order"])
+    )
+    # a compound with a finished temperature does not keep a temperature-less row
+    has_t = set(table.loc[table["temperature"].notna(), "id"])
+    table = table[table["temperature"].notna() | ~table["id"].isin(has_t)]
+    table = table.sort_values(["formula", "id", "temperature"], na_position="last")
+    return table.fillna(np.nan).reset_index(drop=True)  # JSON's null: NaN, as campaign_table
 
 
 # -- features -------------------------------------------------------------------------------------
@@ -1056,8 +1153,9 @@ class CampaignAnalysis:
 
 
 def analyze(
-    store: JobStore,
+    store: JobStore | None = None,
     *,
+    files: Sequence[str | Path] = (),
     temperature: float | None = None,
     targets: Iterable[str] = TARGETS,
     estimator: str = "random_forest",
@@ -1070,8 +1168,11 @@ def analyze(
 
     Parameters
     ----------
-    store : JobStore
+    store : JobStore, optional
         Embedded or MongoDB.
+    files : sequence of path
+        Files of :func:`export_campaign`, read with or instead of ``store``
+        (:func:`read_campaign` merges them).
     temperature : float, optional
         Only this temperature (K); default every temperature (a feature of the models then).
     targets : iterable of str
@@ -1086,7 +1187,8 @@ def analyze(
     Raises
     ------
     ValueError
-        The store holds no tdphonon results, or none at ``temperature``; an unknown target.
+        The store and files hold no tdphonon results, or none at ``temperature``; an
+        unreadable file; an unknown target.
     """
     targets = list(targets)
     unknown = [t for t in targets if t not in TARGETS]
@@ -1094,16 +1196,21 @@ def analyze(
         raise ValueError(
             f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}"
         )
-    table = campaign_table(store, launchpad)
+    if store is None and not files:
+        raise ValueError("nothing to analyse: give a store or exported files")
+    table, structures = read_campaign(files) if files else (None, {})
+    if store is not None:
+        stored = campaign_table(store, launchpad)
+        table = stored if table is None else _best_rows([table, stored])
+        structures |= campaign_structures(store)
     if table.empty:
-        raise ValueError("no tdphonon results in the store")
+        raise ValueError("no tdphonon results in the " + ("store" if not files else "inputs"))
     if temperature is not None:
         selected = np.isclose(table["temperature"].to_numpy(dtype=float), temperature)
         if not selected.any():
             have = ", ".join(f"{t:g}" for t in sorted(table["temperature"].dropna().unique()))
             raise ValueError(f"no results at {temperature:g} K in the store (temperatures: {have})")
         table = table[selected].reset_index(drop=True)
-    structures = campaign_structures(store)
     ids = list(dict.fromkeys(table["id"]))
     features = structure_features({i: structures.get(i) for i in ids}, featurizer)
     table = table.merge(features, left_on="id", right_index=True, how="left")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from tdphonon.fitting import harmonic_forces
+
 __all__ = ["AnharmonicityScore", "anharmonicity_score"]
 
 
@@ -96,7 +98,7 @@ def anharmonicity_score(
     if displacements.shape != forces.shape or force_constants.shape != (n_atoms, n_atoms, 3, 3):
         raise ValueError("displacements, forces and force constants do not match")
     weights = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    harmonic = -np.einsum("ijab,njb->nia", force_constants, displacements)
+    harmonic = harmonic_forces(force_constants, displacements)
     residual_sq = np.sum((forces - harmonic) ** 2, axis=2)  # (n, N)
     force_sq = np.sum(forces**2, axis=2)
     labels = sorted(set(groups)) if groups is not None else []

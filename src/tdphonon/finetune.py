@@ -49,10 +49,24 @@ __all__ = [
     "default_graph_cache",
     "finetune",
     "forgetting_guard",
+    "supercell_weight",
 ]
 
-#: Displacement (Å) at which the force-constant weighting of a supercell is 1.
+#: Displacement (Å) at which the force-constant weighting of a finite-displacement
+#: supercell is 1.
 REFERENCE_DISPLACEMENT = 0.01
+
+#: RMS force (eV/Å) at or below which a random-displacement (thermal) snapshot has weight 1;
+#: about the RMS force of a 0.01 Å finite-displacement supercell, so that both kinds of data
+#: weigh alike in one training set.
+REFERENCE_FORCE = 0.05
+
+#: Atoms moved by more than this (Å) count as displaced when telling a finite-displacement
+#: supercell (one or two atoms moved) from a random-displacement snapshot.
+_DISPLACED = 1e-4
+
+#: Version of the training samples (labels, weights) in the graph cache's key.
+_SAMPLES_VERSION = 2
 
 #: File name of the training checkpoint in ``checkpoint_dir``.
 CHECKPOINT_FILE = "last.ckpt"
@@ -72,7 +86,10 @@ class FineTuneSettings:
     ----------
     energy_weight, force_weight, stress_weight : float
         Loss weights (energies per atom in eV, forces in eV/Å, stresses in GPa). Structures
-        without an energy or stress label never enter those terms.
+        without an energy or stress label never enter those terms. Energies enter as
+        differences between the supercells of one compound (each batch holds one compound):
+        a constant offset between the DFT setup and the model's reference energies is no
+        error for phonons, and fitting it would distort the model.
     loss : {"mse", "huber", "l1"}
         Loss function.
     lr : float
@@ -101,10 +118,16 @@ class FineTuneSettings:
     max_grad_norm : float or None
         Gradient clipping.
     force_constant_weighting : bool
-        Weight the force loss of each supercell by ``(0.01 Å / u_max)²``, u_max its largest
-        atomic displacement from the undisplaced supercell: the loss then measures force
-        errors per unit displacement, i.e. errors of the force constants (Hessian columns),
-        so that 0.01 Å finite-displacement sets are not drowned by large-displacement sets.
+        Weight the loss of each supercell so that it measures errors of the force constants
+        rather than of the raw forces (:func:`supercell_weight`): a finite-displacement
+        supercell (one or two atoms moved) by ``(0.01 Å / u_max)²``, u_max its largest
+        displacement (force errors per unit displacement: Hessian columns); a
+        random-displacement or thermal snapshot (many atoms moved) by
+        ``min(1, (0.05 eV/Å / F_rms)²)``, F_rms its RMS DFT force (relative force errors).
+        Then 0.01 Å finite-displacement sets are not drowned by large-displacement sets, and
+        far-from-equilibrium snapshots (random displacements of 1 Å, forces of tens of
+        eV/Å) do not drown the near-equilibrium ones that set the phonons. False: every
+        supercell weighs 1.
     subtract_reference : bool
         Train on forces relative to the undisplaced supercell (predicted forces minus the
         model's forces on the undisplaced supercell, DFT forces minus the DFT residual forces
@@ -214,6 +237,30 @@ def _sample(converter: Any, atoms: Atoms, forces: Any, energy: Any, stress: Any,
     )
 
 
+def supercell_weight(displacements: np.ndarray, forces: np.ndarray) -> float:
+    """Loss weight of one displaced supercell (``force_constant_weighting``).
+
+    Parameters
+    ----------
+    displacements : ndarray, shape (n_atoms, 3)
+        Displacements from the undisplaced supercell, Å.
+    forces : ndarray, shape (n_atoms, 3)
+        DFT forces relative to the undisplaced supercell, eV/Å.
+
+    Returns
+    -------
+    float
+        ``(REFERENCE_DISPLACEMENT / u_max)²`` (u_max >= 1e-3 Å) when at most two atoms are
+        displaced (finite displacements, phono3py pairs included);
+        ``min(1, (REFERENCE_FORCE / F_rms)²)`` for a snapshot with more atoms displaced.
+    """
+    norms = np.linalg.norm(displacements, axis=1)
+    if np.count_nonzero(norms > _DISPLACED) <= 2:
+        return (REFERENCE_DISPLACEMENT / max(float(norms.max()), 1e-3)) ** 2
+    rms = float(np.sqrt(np.mean(np.sum(np.asarray(forces) ** 2, axis=1))))
+    return min(1.0, (REFERENCE_FORCE / max(rms, 1e-12)) ** 2)
+
+
 def _compound_chunks(
     fs: ForceSet, converter: Any, batch_size: int, force_constant_weighting: bool, seed: int
 ) -> list[list[tuple]]:
@@ -223,19 +270,18 @@ def _compound_chunks(
     ref_forces = (
         fs.reference_forces if fs.reference_forces is not None else np.zeros((len(fs.reference), 3))
     )
-    reference = _sample(converter, fs.reference, ref_forces, fs.reference_energy, None, 0.0)
+    reference = _sample(converter, fs.reference, ref_forces, fs.reference_energy, None, 1.0)
     samples = []
     for atoms, forces, energy, stress in zip(
         fs.supercells, fs.forces, fs.energies, fs.stresses, strict=True
     ):
-        u_max = float(
-            np.linalg.norm(
-                minimum_image_vectors(atoms.positions - fs.reference.positions, fs.reference.cell),
-                axis=1,
-            ).max()
+        displacements = minimum_image_vectors(
+            atoms.positions - fs.reference.positions, fs.reference.cell
         )
         weight = (
-            (REFERENCE_DISPLACEMENT / max(u_max, 1e-3)) ** 2 if force_constant_weighting else 1.0
+            supercell_weight(displacements, np.asarray(forces) - ref_forces)
+            if force_constant_weighting
+            else 1.0
         )
         samples.append(_sample(converter, atoms, forces, energy, stress, weight))
     order = np.random.default_rng([seed, len(samples)]).permutation(len(samples))
@@ -379,7 +425,9 @@ def build_samples(
     if cache_dir is None:
         return [chunk for fs in force_sets for chunk in build(fs)]
     cache = GraphCache(cache_dir)
-    key = json.dumps([elements, cutoff, batch_size, force_constant_weighting, seed])
+    key = json.dumps(
+        [elements, cutoff, batch_size, force_constant_weighting, seed, _SAMPLES_VERSION]
+    )
     files = []
     for fs in force_sets:
         path = cache.chunks(fs, key, lambda fs=fs: build(fs))
@@ -393,12 +441,7 @@ def _collate(chunks: list) -> tuple:
 
     (batch,) = chunks
     g, lat, state, e, f, s = collate_fn_pes(batch, include_stress=True)
-    weights = torch.cat(
-        [
-            torch.full((len(labels["forces"]), 1), float(labels["force_weight"]), dtype=f.dtype)
-            for *_, labels in batch
-        ]
-    )
+    weights = torch.tensor([float(labels["force_weight"]) for *_, labels in batch], dtype=f.dtype)
     return g, lat.reshape(-1, 3, 3), state, e, f, s, weights
 
 
@@ -488,7 +531,7 @@ def _module_class() -> type:
                 f_label = (f_label[n_ref:].view(-1, n_ref, 3) - f_label[:n_ref]).view(-1, 3)
             else:
                 f_pred, f_label = f_pred[n_ref:], f_label[n_ref:]
-            self._force_weights = weights[n_ref:]
+            self._weights = weights
             results = self.loss_fn(
                 self.loss, (energies, f_label, stresses), (out[0], f_pred, out[2]), num_atoms
             )
@@ -499,16 +542,23 @@ def _module_class() -> type:
             e_pred, f_pred, s_pred = preds
             e_pred = e_pred.reshape(-1)
             zero = f_pred.sum() * 0.0
+            weights = self._weights
             e_mask = ~torch.isnan(e_label)
-            if e_mask.any():
+            if int(e_mask.sum()) >= 2:
+                # per-atom energies relative to their weighted mean over the batch (one
+                # compound): differences, free of any constant offset
+                w = weights[e_mask] / weights[e_mask].sum()
                 e_l = e_label[e_mask] / num_atoms[e_mask]
                 e_p = e_pred[e_mask] / num_atoms[e_mask]
-                e_loss = loss(e_p, e_l, **self.loss_params)
+                e_l, e_p = e_l - (w * e_l).sum(), e_p - (w * e_p).sum()
+                root = torch.sqrt(w * len(w))
+                e_loss = loss(root * e_p, root * e_l, **self.loss_params)
                 e_mae = (e_p - e_l).abs().mean()
             else:
                 e_loss, e_mae = zero, zero.detach()
             # per-supercell weights (force-constant weighting): sqrt(w) scales the residual
-            root_w = torch.sqrt(self._force_weights)
+            # (the batch's first structure, the undisplaced supercell, has no force term)
+            root_w = torch.sqrt(torch.repeat_interleave(weights[1:], num_atoms[1:]))[:, None]
             f_loss = loss(root_w * f_pred, root_w * f_label, **self.loss_params)
             f_mae = (f_pred - f_label).abs().mean()
             total = self.energy_weight * e_loss + self.force_weight * f_loss

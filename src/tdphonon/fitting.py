@@ -41,6 +41,17 @@ NORMAL_EQUATION_BYTES = 64 * 2**20
 DESIGN_MAP_BYTES = 256 * 2**20
 
 
+def harmonic_forces(
+    force_constants: NDArray[np.float64], displacements: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Forces :math:`-\\Phi u` (eV/Å) of force constants ``(N, N, 3, 3)`` (eV/Å²) for
+    displacements ``(n, N, 3)`` (Å): the model the fit fits, as one matrix product."""
+    n_atoms = force_constants.shape[0]
+    matrix = force_constants.transpose(0, 2, 1, 3).reshape(3 * n_atoms, 3 * n_atoms)
+    flat = np.asarray(displacements, dtype=float).reshape(-1, 3 * n_atoms)
+    return -(flat @ matrix.T).reshape(np.shape(displacements))
+
+
 class ForceConstantFitter:
     """Fit full supercell force constants to (displacement, force) snapshots.
 

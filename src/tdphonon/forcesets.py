@@ -271,6 +271,68 @@ class ForceSet:
             },
         )
 
+    def split_snapshots(self, fraction: float, seed: int = 0) -> tuple[ForceSet, ForceSet]:
+        """Hold out a seeded random ``fraction`` of a random-displacement set's supercells.
+
+        For a user's own finite-temperature data of one compound, where there is no other
+        compound to validate on: the held-out part keeps its random-displacement dataset,
+        so :mod:`tdphonon.evaluation` compares force constants fitted to the model's and to
+        the DFT forces on the same held-out supercells.
+
+        Parameters
+        ----------
+        fraction : float
+            Share of the supercells held out, in (0, 1); at least one supercell each side.
+        seed : int
+            Seed of the choice.
+
+        Returns
+        -------
+        (ForceSet, ForceSet)
+            Training part (no harmonic dataset) and held-out part, named ``<name>`` and
+            ``<name>:held-out``.
+
+        Raises
+        ------
+        ForceSetError
+            Not a random-displacement set, or too few supercells to split.
+        """
+        if not self.is_random:
+            raise ForceSetError(
+                f"force set {self.name!r}: only a random-displacement set splits by supercell"
+            )
+        n = len(self)
+        n_held = min(n - 1, max(1, round(fraction * n)))
+        if n < 2 or not 0 < fraction < 1:
+            raise ForceSetError(
+                f"force set {self.name!r}: cannot hold out {fraction} of {n} supercells"
+            )
+        order = np.random.default_rng([seed, n]).permutation(n)
+        held, kept = sorted(order[:n_held].tolist()), sorted(order[n_held:].tolist())
+
+        from tdphonon.structures import minimum_image_vectors
+
+        def part(indices: list[int], name: str, harmonic: bool) -> ForceSet:
+            displacements = [
+                minimum_image_vectors(
+                    self.supercells[i].positions - self.reference.positions, self.reference.cell
+                )
+                for i in indices
+            ]
+            return replace(
+                self,
+                name=name,
+                supercells=[self.supercells[i] for i in indices],
+                forces=[self.forces[i] for i in indices],
+                energies=[self.energies[i] for i in indices],
+                stresses=[self.stresses[i] for i in indices],
+                dataset={"displacements": np.array(displacements)} if harmonic else {},
+                harmonic_indices=list(range(len(indices))) if harmonic else [],
+                metadata={**self.metadata, "split": {"of": n, "indices": indices, "seed": seed}},
+            )
+
+        return part(kept, self.name, False), part(held, f"{self.name}:held-out", True)
+
     def summary(self) -> dict[str, Any]:
         """Short JSON-serialisable description (for provenance)."""
         return {

@@ -19,12 +19,12 @@ from phonopy import Phonopy
 from pymatgen.core import Lattice, Structure
 from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
 from pymatgen.phonon.dos import PhononDos
-from pymatgen.symmetry.bandstructure import HighSymmKpath
 
 from tdphonon.structures import (
     StructureError,
     image_distance,
     make_phonopy,
+    setyawan_curtarolo_kpath,
     standard_primitive,
     to_structure,
 )
@@ -98,7 +98,7 @@ def high_symmetry_path(structure: Structure) -> tuple[dict[str, NDArray[np.float
 
     q-points are fractional, in the reciprocal basis of ``structure`` (pymatgen's labels).
     """
-    kpath = HighSymmKpath(structure, path_type="setyawan_curtarolo", symprec=1e-3)
+    kpath = setyawan_curtarolo_kpath(structure)
     coords = {label: np.asarray(q, dtype=float) for label, q in kpath.kpath["kpoints"].items()}
     return coords, kpath.kpath["path"]
 

@@ -46,7 +46,7 @@ from phonopy.harmonic.dynamical_matrix import get_dynamical_matrix
 from phonopy.physical_units import get_physical_units
 
 from tdphonon.anharmonicity import AnharmonicityScore, anharmonicity_score
-from tdphonon.fitting import ForceConstantFitter
+from tdphonon.fitting import ForceConstantFitter, harmonic_forces
 from tdphonon.phonons import harmonic_free_energy
 from tdphonon.potentials import ForceEvaluator
 from tdphonon.sampling import (
@@ -655,8 +655,8 @@ class SSCHA:
         w = np.concatenate(weights)
         displacements = np.concatenate([p.displacements for p in self.state.populations])
         energies = np.concatenate([p.energies for p in self.state.populations])
-        harmonic_energy = 0.5 * np.einsum(
-            "nia,ijab,njb->n", displacements, force_constants, displacements
+        harmonic_energy = -0.5 * np.sum(
+            displacements * harmonic_forces(force_constants, displacements), axis=(1, 2)
         )
         anharmonic = (energies - self.reference_energy - harmonic_energy) / self.n_atoms
         mean = float(np.sum(w * anharmonic) / w.sum())

@@ -19,7 +19,9 @@ Units: Å.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.phonopy import get_phonopy_structure, get_pmg_structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from pymatgen.symmetry.bandstructure import HighSymmKpath
+
+logger = logging.getLogger(__name__)
 
 
 class StructureError(ValueError):
@@ -271,6 +275,22 @@ _SHAPES = (
 )
 
 
+def setyawan_curtarolo_kpath(structure: Structure) -> HighSymmKpath:
+    """pymatgen's Setyawan-Curtarolo k-path of ``structure`` (symprec 1e-3 Å).
+
+    pymatgen warns, at every call, when its own standardisation of the cell differs from the
+    cell given (common for monoclinic and triclinic cells); the path is still the one of
+    the cell given, and in a campaign of thousands the warning drowns the log, so it is
+    logged at debug level instead.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        kpath = HighSymmKpath(structure, path_type="setyawan_curtarolo", symprec=1e-3)
+    for warning in caught:
+        logger.debug("k-path of %s: %s", structure.composition.reduced_formula, warning.message)
+    return kpath
+
+
 def zone_boundary_qpoints(structure: Structure) -> NDArray[np.float64]:
     """Labelled high-symmetry q-points with coordinates in multiples of 1/2.
 
@@ -278,7 +298,7 @@ def zone_boundary_qpoints(structure: Structure) -> NDArray[np.float64]:
     a supercell commensurate with them samples those modes directly. Fractional
     coordinates of the reciprocal lattice of ``structure`` (a standard primitive cell).
     """
-    kpath = HighSymmKpath(structure, path_type="setyawan_curtarolo", symprec=1e-3)
+    kpath = setyawan_curtarolo_kpath(structure)
     points = np.array(list(kpath.kpath["kpoints"].values()), dtype=float)
     halves = np.all(np.abs(2 * points - np.rint(2 * points)) < 1e-6, axis=1)
     return points[halves]

@@ -15,6 +15,7 @@ from tdphonon.cli.options import (
     add_report_options,
     add_store_option,
     connection_kwargs,
+    existing_file,
     launchpad_file,
     non_negative_int,
     output_file,
@@ -30,6 +31,8 @@ examples:
   tdphonon analyze --json analysis.json --plots figures      # the embedded store
   tdphonon analyze --store jobflow.yaml --temperature 300 --csv table.csv
   tdphonon analyze --target sigma_a --estimator gradient_boosting --folds 10
+  tdphonon analyze --export part1.json.xz                   # the campaign without its store
+  tdphonon analyze --from part1.json.xz part2.json.xz --json analysis.json
 
 What it computes (docs/analysis.md):
   table     one row per compound and temperature: status and reason, sigma_a (anharmonicity
@@ -56,6 +59,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_store_option(parser)
+    parser.add_argument(
+        "--from",
+        dest="inputs",
+        nargs="+",
+        type=existing_file,
+        default=[],
+        metavar="FILE",
+        help="files of --export (.json, .json.xz, .json.gz) to analyse instead of the store "
+        "(with it, when --store is given): pieces of a campaign run on several machines or "
+        "stores; a compound in several keeps its best row (completed first)",
+    )
+    parser.add_argument(
+        "--export",
+        type=output_file,
+        metavar="FILE",
+        help="write the campaign's table and crystals (no arrays; a few kB per compound) to "
+        "FILE (.json, .json.xz, .json.gz) for --from; then analyse as usual",
+    )
     parser.add_argument(
         "--launchpad",
         type=launchpad_file,
@@ -130,16 +151,24 @@ def _check(args: argparse.Namespace) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Analyse, print a short report, write the table, JSON and plots."""
-    from tdphonon.analysis import analyze
+    from tdphonon.analysis import analyze, export_campaign
     from tdphonon.stores import connect_launchpad, connect_store, get_store
 
     _check(args)
     connection = connection_kwargs(args)
-    store = connect_store(get_store(args.store, **connection), **connection)
+    store = None
+    if args.store is not None or not args.inputs:
+        store = connect_store(get_store(args.store, **connection), **connection)
     launchpad = connect_launchpad(args.launchpad, **connection) if args.launchpad else None
+    if args.export:
+        if store is None:
+            raise CommandError("--export writes a store's campaign: give --store with --from")
+        n_rows = export_campaign(store, args.export, launchpad)
+        print(f"wrote {args.export} ({n_rows} rows)")
     try:
         analysis = analyze(
             store,
+            files=args.inputs,
             temperature=args.temperature,
             targets=args.target,
             estimator=args.estimator,

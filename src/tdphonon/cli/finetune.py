@@ -34,7 +34,10 @@ skipped with a one-line warning naming it.
 Compounds are split (never structures): --validation names the held-out compounds (force-set
 names: the folder name for phonopy_params.yaml files, mp-<id>-<formula> for phonondb, e.g.
 mp-149-Si), otherwise --validation-fraction of
-them is chosen with --seed. The best epoch by validation phonon-frequency MAE is kept. OUT
+them is chosen with --seed. A single compound with random displacements (your own
+finite-temperature snapshots, e.g. phonopy_mlpsscha_params.yaml) holds out --validation-fraction
+of its snapshots instead: validation compares force constants fitted to the model's and the
+DFT forces on them. The best epoch by validation phonon-frequency MAE is kept. OUT
 is loadable by matgl.load_model and by tdphonon (tdphonon.json records the message
 convention); OUT/provenance.json holds the base model, data, settings and metrics.
 
@@ -157,6 +160,10 @@ def _read_split(args: argparse.Namespace) -> tuple[list, list]:
         train, validation = split_by_compound(
             sets, fraction=args.validation_fraction, seed=args.seed
         )
+    elif args.validation_fraction > 0 and len(sets) == 1 and sets[0].is_random and len(sets[0]) > 1:
+        # one compound's own random-displacement (finite-temperature) data: hold out snapshots
+        part, held_out = sets[0].split_snapshots(args.validation_fraction, args.seed)
+        return [part], [held_out]
     else:
         train, validation = sets, []
     if k is not None and validation:

@@ -172,7 +172,8 @@ def existing_path(text: str) -> str:
     return text
 
 
-def _existing_file(text: str) -> Path:
+def existing_file(text: str) -> Path:
+    """A file that exists."""
     path = Path(text).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(f"file not found: {text}")
@@ -222,7 +223,7 @@ def store_file(text: str) -> str:
     """A jobflow.yaml / JSON file describing a JobStore with a ``data`` store (checked)."""
     from tdphonon.stores import StoreConfigError, store_from_file
 
-    _existing_file(text)
+    existing_file(text)
     try:
         store_from_file(text)
     except StoreConfigError as error:
@@ -235,7 +236,7 @@ def launchpad_file(text: str) -> str:
     from monty.serialization import loadfn
     from ruamel.yaml import YAMLError
 
-    path = _existing_file(text)
+    path = existing_file(text)
     try:
         spec = loadfn(path, fmt="yaml")
     except (YAMLError, ValueError) as error:
@@ -279,7 +280,7 @@ def space_group(text: str) -> int:
 
 def ids_file(text: str) -> list[str]:
     """A text file of ids (whitespace- or comma-separated; ``#`` starts a comment)."""
-    path = _existing_file(text)
+    path = existing_file(text)
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -405,8 +406,8 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-m",
         "--model",
-        help="matgl model folder or hub name, or 'emt' (default: $TDPHONON_MODEL, else "
-        "M3GNet-MP-2021.2.8-PES from the matgl hub, downloaded once into matgl's cache)",
+        help="matgl model folder, shipped model or hub name (tdphonon models lists them), or "
+        "'emt' (default: $TDPHONON_MODEL, else the shipped M3GNet-phonondb-PBEsol)",
     )
 
 
@@ -595,7 +596,7 @@ def add_sscha_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--born",
-        type=_existing_file,
+        type=existing_file,
         metavar="FILE",
         help="phonopy BORN file (dielectric tensor, Born effective charges of the "
         "independent atoms of the primitive cell of the structure as given): LO-TO splitting "

@@ -41,8 +41,9 @@ skipped, so rerunning the command resumes it; failed ones are skipped too unless
 --retry-failed. 'tdphonon submit' sends the same campaign to FireWorks.
 
 The model comes from --model or the TDPHONON_MODEL environment variable: a matgl model
-folder (model.json, model.pt, state.pt), a matgl hub name, or 'emt'; without either, the
-pretrained M3GNet-MP-2021.2.8-PES from the matgl hub (downloaded once). The default store
+folder (model.json, model.pt, state.pt), a model shipped with tdphonon or a matgl hub name
+('tdphonon models' lists those it knows), or 'emt'; without either, the shipped
+M3GNet-phonondb-PBEsol (M3GNet fine-tuned on phonondb, PBEsol). The default store
 is an embedded database under ~/.tdphonon/store (TDPHONON_STORE_DIR changes it).
 """
 

@@ -1,0 +1,175 @@
+"""The phonondb campaign of issue 11: which crystals, in which order, and what is done.
+
+The campaign is ``tdphonon run`` over ``../shared/data/phonondb/unitcells.json.xz``
+(PBEsol-relaxed cells) restricted to an id list that this script writes; it runs in pieces,
+in several sittings, each piece's table exported with ``tdphonon analyze --export`` into
+``benchmarks/results/campaign_phonondb/`` (the per-compound summaries; the store is not
+kept). ``tdphonon analyze --from benchmarks/results/campaign_phonondb/part-*.json.xz``
+analyses all pieces together.
+
+The selection (``select``), reproducible from the seed:
+
+* every cell of at most ``--max-atoms`` atoms (the cell as phonondb gives it, its
+  conventional cell) whose elements the model knows;
+* all of them that contain an alkali metal (Li, Na, K, Rb, Cs; phonondb has no elemental
+  alkali metal) and all perovskite-derived ones (ABX3 with corner-sharing BX6 octahedra, by
+  :mod:`tdphonon.analysis`' CrystalNN features), the two families the study found to
+  renormalise most;
+* then a seeded random sample of the other cells until ``--total`` compounds.
+
+The order of the runs is a seeded shuffle of the selection, so any finished prefix is a
+random sample of it (an interrupted campaign is still representative).
+
+Usage::
+
+    python benchmarks/campaign_phonondb.py select [--total 500] [--max-atoms 10] [--seed 0]
+    python benchmarks/campaign_phonondb.py next N     # the next N ids not yet exported
+    tdphonon run ../shared/data/phonondb/unitcells.json.xz --ids-file next.txt -T 300 \\
+        --tolerance 0.1 --workers 2 --store campaign-store --no-plots --json run.json
+    tdphonon analyze --store campaign-store --export \\
+        benchmarks/results/campaign_phonondb/part-<K>.json.xz
+    python benchmarks/campaign_phonondb.py status     # done / failed / remaining
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "campaign_phonondb"
+UNITCELLS = HERE.parent.parent / "shared" / "data" / "phonondb" / "unitcells.json.xz"
+SELECTION = RESULTS / "selection.json"
+ALKALI = ("Li", "Na", "K", "Rb", "Cs")
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    with lzma.open(path, "rt", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _supported_elements(model: str | None) -> set[str] | None:
+    """Elements of the model's training set (None: every element, e.g. EMT is not asked)."""
+    from tdphonon.potentials import get_calculator
+
+    return set(get_calculator(model).supported_elements or ()) or None
+
+
+def _perovskite_derived(record: dict[str, Any]) -> bool:
+    from pymatgen.core import Composition
+    from pymatgen.io.vasp import Poscar
+
+    from tdphonon.analysis import structure_features
+
+    if Composition(record["formula"]).anonymized_formula != "ABC3":
+        return False
+    structure = Poscar.from_str(record["poscar"]).structure
+    features = structure_features({record["mpid"]: structure})
+    return bool(features.loc[record["mpid"], "perovskite_derived"])
+
+
+def select(total: int, max_atoms: int, seed: int, model: str | None) -> dict[str, Any]:
+    """The campaign's ids: families first, then a seeded sample; in a seeded run order."""
+    from pymatgen.core import Composition
+
+    records = [r for r in _records(UNITCELLS) if r["nat_unit"] <= max_atoms]
+    known = _supported_elements(model)
+    elements = {r["mpid"]: set(Composition(r["formula"]).as_dict()) for r in records}
+    unsupported = [r["mpid"] for r in records if known and not elements[r["mpid"]] <= known]
+    records = [r for r in records if r["mpid"] not in set(unsupported)]
+    why: dict[str, list[str]] = {}
+    for record in records:
+        reasons = []
+        if elements[record["mpid"]] & set(ALKALI):
+            reasons.append("alkali")
+        if _perovskite_derived(record):
+            reasons.append("perovskite-derived")
+        if reasons:
+            why[record["mpid"]] = reasons
+    others = [r["mpid"] for r in records if r["mpid"] not in why]
+    random.Random(seed).shuffle(others)
+    for mpid in others[: max(0, total - len(why))]:
+        why[mpid] = ["sample"]
+    order = sorted(why, key=lambda m: int(m.split("-")[1]))
+    random.Random(seed + 1).shuffle(order)
+    by_id = {r["mpid"]: r for r in records}
+    return {
+        "source": "../shared/data/phonondb/unitcells.json.xz",
+        "max_atoms": max_atoms,
+        "total": total,
+        "seed": seed,
+        "n_cells_up_to_max_atoms": len(records) + len(unsupported),
+        "unsupported_elements": unsupported,
+        "counts": {
+            "alkali": sum("alkali" in w for w in why.values()),
+            "perovskite-derived": sum("perovskite-derived" in w for w in why.values()),
+            "sample": sum(w == ["sample"] for w in why.values()),
+            "total": len(why),
+        },
+        "order": [
+            {"id": m, "formula": by_id[m]["formula"], "spg": by_id[m]["spg"], "why": why[m]}
+            for m in order
+        ],
+    }
+
+
+def exported_status() -> dict[str, str]:
+    """phonondb id -> best status over the exported pieces (completed over failed)."""
+    from tdphonon.analysis import read_campaign
+
+    parts = sorted(RESULTS.glob("part-*.json*"))
+    if not parts:
+        return {}
+    table, _ = read_campaign(parts)
+    status: dict[str, str] = {}
+    for material, value in zip(table["material"], table["status"], strict=True):
+        if status.get(material) != "completed":
+            status[material] = value
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``select``, ``next N``, ``status``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    choose = sub.add_parser("select", help="write selection.json")
+    choose.add_argument("--total", type=int, default=500)
+    choose.add_argument("--max-atoms", type=int, default=10)
+    choose.add_argument("--seed", type=int, default=0)
+    choose.add_argument("--model", help="whose elements count as known (default: tdphonon's)")
+    after = sub.add_parser("next", help="write the next N ids not yet exported to a file")
+    after.add_argument("n", type=int)
+    after.add_argument("--output", type=Path, default=Path("next.txt"))
+    after.add_argument("--retry-failed", action="store_true")
+    sub.add_parser("status", help="done, failed and remaining compounds")
+    args = parser.parse_args(argv)
+
+    if args.command == "select":
+        selection = select(args.total, args.max_atoms, args.seed, args.model)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        SELECTION.write_text(json.dumps(selection, indent=1))
+        print(json.dumps(selection["counts"]), f"-> {SELECTION}")
+        return 0
+    selection = json.loads(SELECTION.read_text())
+    status = exported_status()
+    finished = {"completed"} if getattr(args, "retry_failed", False) else {"completed", "failed"}
+    remaining = [e["id"] for e in selection["order"] if status.get(e["id"]) not in finished]
+    if args.command == "next":
+        args.output.write_text("\n".join(remaining[: args.n]) + "\n")
+        print(f"{min(args.n, len(remaining))} of {len(remaining)} remaining -> {args.output}")
+        return 0
+    counts: dict[str, int] = {}
+    for entry in selection["order"]:
+        key = status.get(entry["id"], "remaining")
+        counts[key] = counts.get(key, 0) + 1
+    print(json.dumps(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
