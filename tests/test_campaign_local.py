@@ -133,6 +133,24 @@ def test_rerun_skips_what_is_in_the_store(pool_run, capsys):
     assert _documents(pool_run["store"]) == documents
 
 
+def test_campaign_then_analyze(pool_run, tmp_path, capsys):
+    """End to end: the campaign's store exported and analysed; the failure is in the table."""
+    export, summary = tmp_path / "campaign.json.xz", tmp_path / "analysis.json"
+    store = str(pool_run["store"])
+    argv = ["analyze", "--store", store, "--export", str(export), "--no-plots", "-q"]
+    assert main([*argv, "--folds", "2", "--json", str(summary)]) == 0
+    rows = {e["material"]: e for e in json.loads(summary.read_text())["compounds"]}
+    assert rows["Al"]["status"] == "completed" and 0 < rows["Al"]["sigma_a"] < 1
+    assert rows["isolated"]["status"] == "failed" and rows["isolated"]["sigma_a"] is None
+    assert rows["isolated"]["reason"].startswith("harmonic: ")
+    capsys.readouterr()
+    again = tmp_path / "again.json"
+    assert main(["analyze", "--from", str(export), "--no-plots", "-q", "--json", str(again)]) == 0
+    assert (
+        json.loads(again.read_text())["compounds"] == json.loads(summary.read_text())["compounds"]
+    )
+
+
 def test_campaign_in_one_process_matches(inputs, pool_run, tmp_path, capsys, caplog):
     """--workers 1 runs here, without the per-material log lines, with the same keys and
     numbers as the worker processes."""

@@ -502,7 +502,7 @@ def test_finite_temperature_snapshots_split_and_weights(shared_dir):
     import argparse
 
     from tdphonon.cli.finetune import _read_split
-    from tdphonon.finetune import REFERENCE_FORCE, supercell_weight
+    from tdphonon.forcesets import REFERENCE_FORCE, supercell_weight
     from tdphonon.structures import minimum_image_vectors
 
     path = shared_dir / "data" / "KCl-SSCHA" / "phonopy_mlpsscha_params_KCl-120.yaml.xz"
@@ -520,10 +520,7 @@ def test_finite_temperature_snapshots_split_and_weights(shared_dir):
     assert held.harmonic_forces().shape == (24, 64, 3)
 
     rms = [np.sqrt(np.mean(np.sum(f**2, axis=1))) for f in train.forces]
-    weights = [
-        supercell_weight(a.positions - train.reference.positions, f)
-        for a, f in zip(train.supercells, train.forces, strict=True)
-    ]
+    weights = train.loss_weights()
     np.testing.assert_allclose(weights, np.minimum(1, (REFERENCE_FORCE / np.array(rms)) ** 2))
     assert max(rms) > 50 and min(weights) < 1e-5  # the data reach forces of tens of eV/Å
 

@@ -12,7 +12,11 @@ differ):
    them).
 3. Force constants are built the same way for both: phonopy's finite-displacement method
    (``produce_force_constants()`` + ``symmetrize_force_constants()``) for finite
-   displacements, symfc (``fc_calculator="symfc"``) for random displacements.
+   displacements; for random displacements a least-squares fit on symfc's symmetry basis
+   (:class:`tdphonon.fitting.ForceConstantFitter`) weighted by
+   :meth:`ForceSet.loss_weights` (from the DFT forces, the same weights for both), so that
+   large-amplitude snapshots do not set the force constants of a set that also holds
+   near-equilibrium ones (with small displacements the weights are nearly uniform).
 4. Frequencies (THz; imaginary ones as negative numbers) on a Gamma-centred mesh of
    :data:`MESH_LENGTH` (phonopy's length-based mesh, about 1/Å reciprocal density), with the
    non-analytical correction where the force set carries Born charges and a dielectric
@@ -244,11 +248,13 @@ def frequencies_from_forces(
     phonon = _phonopy(force_set)
     forces = np.asarray(forces, dtype=float)
     if force_set.is_random:
-        phonon.dataset = {
-            "displacements": np.asarray(force_set.dataset["displacements"]),
-            "forces": forces,
-        }
-        phonon.produce_force_constants(fc_calculator="symfc", show_drift=False)
+        from tdphonon.fitting import ForceConstantFitter
+
+        weights = force_set.loss_weights()[force_set.harmonic_indices]
+        fitter = ForceConstantFitter(phonon.supercell)
+        phonon.force_constants = fitter.fit(
+            np.asarray(force_set.dataset["displacements"]), forces, weights
+        )
     else:
         first_atoms = [
             {**entry, "forces": f}

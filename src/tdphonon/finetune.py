@@ -49,21 +49,7 @@ __all__ = [
     "default_graph_cache",
     "finetune",
     "forgetting_guard",
-    "supercell_weight",
 ]
-
-#: Displacement (Å) at which the force-constant weighting of a finite-displacement
-#: supercell is 1.
-REFERENCE_DISPLACEMENT = 0.01
-
-#: RMS force (eV/Å) at or below which a random-displacement (thermal) snapshot has weight 1;
-#: about the RMS force of a 0.01 Å finite-displacement supercell, so that both kinds of data
-#: weigh alike in one training set.
-REFERENCE_FORCE = 0.05
-
-#: Atoms moved by more than this (Å) count as displaced when telling a finite-displacement
-#: supercell (one or two atoms moved) from a random-displacement snapshot.
-_DISPLACED = 1e-4
 
 #: Version of the training samples (labels, weights) in the graph cache's key.
 _SAMPLES_VERSION = 2
@@ -119,7 +105,7 @@ class FineTuneSettings:
         Gradient clipping.
     force_constant_weighting : bool
         Weight the loss of each supercell so that it measures errors of the force constants
-        rather than of the raw forces (:func:`supercell_weight`): a finite-displacement
+        rather than of the raw forces (:func:`tdphonon.forcesets.supercell_weight`): a finite-displacement
         supercell (one or two atoms moved) by ``(0.01 Å / u_max)²``, u_max its largest
         displacement (force errors per unit displacement: Hessian columns); a
         random-displacement or thermal snapshot (many atoms moved) by
@@ -237,53 +223,21 @@ def _sample(converter: Any, atoms: Atoms, forces: Any, energy: Any, stress: Any,
     )
 
 
-def supercell_weight(displacements: np.ndarray, forces: np.ndarray) -> float:
-    """Loss weight of one displaced supercell (``force_constant_weighting``).
-
-    Parameters
-    ----------
-    displacements : ndarray, shape (n_atoms, 3)
-        Displacements from the undisplaced supercell, Å.
-    forces : ndarray, shape (n_atoms, 3)
-        DFT forces relative to the undisplaced supercell, eV/Å.
-
-    Returns
-    -------
-    float
-        ``(REFERENCE_DISPLACEMENT / u_max)²`` (u_max >= 1e-3 Å) when at most two atoms are
-        displaced (finite displacements, phono3py pairs included);
-        ``min(1, (REFERENCE_FORCE / F_rms)²)`` for a snapshot with more atoms displaced.
-    """
-    norms = np.linalg.norm(displacements, axis=1)
-    if np.count_nonzero(norms > _DISPLACED) <= 2:
-        return (REFERENCE_DISPLACEMENT / max(float(norms.max()), 1e-3)) ** 2
-    rms = float(np.sqrt(np.mean(np.sum(np.asarray(forces) ** 2, axis=1))))
-    return min(1.0, (REFERENCE_FORCE / max(rms, 1e-12)) ** 2)
-
-
 def _compound_chunks(
     fs: ForceSet, converter: Any, batch_size: int, force_constant_weighting: bool, seed: int
 ) -> list[list[tuple]]:
     """The training chunks of one force set (see :func:`build_samples`)."""
-    from tdphonon.structures import minimum_image_vectors
-
     ref_forces = (
         fs.reference_forces if fs.reference_forces is not None else np.zeros((len(fs.reference), 3))
     )
     reference = _sample(converter, fs.reference, ref_forces, fs.reference_energy, None, 1.0)
-    samples = []
-    for atoms, forces, energy, stress in zip(
-        fs.supercells, fs.forces, fs.energies, fs.stresses, strict=True
-    ):
-        displacements = minimum_image_vectors(
-            atoms.positions - fs.reference.positions, fs.reference.cell
+    weights = fs.loss_weights() if force_constant_weighting else np.ones(len(fs))
+    samples = [
+        _sample(converter, atoms, forces, energy, stress, weight)
+        for atoms, forces, energy, stress, weight in zip(
+            fs.supercells, fs.forces, fs.energies, fs.stresses, weights, strict=True
         )
-        weight = (
-            supercell_weight(displacements, np.asarray(forces) - ref_forces)
-            if force_constant_weighting
-            else 1.0
-        )
-        samples.append(_sample(converter, atoms, forces, energy, stress, weight))
+    ]
     order = np.random.default_rng([seed, len(samples)]).permutation(len(samples))
     return [
         [reference] + [samples[i] for i in order[start : start + batch_size]]

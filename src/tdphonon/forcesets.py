@@ -65,12 +65,58 @@ __all__ = [
     "read_phonondb",
     "read_phonopy",
     "split_by_compound",
+    "supercell_weight",
     "write_extxyz",
 ]
 
 
 #: Provenance keys that go into :meth:`ForceSet.summary` (not the archive's location).
 _SUMMARY_KEYS = ("database", "release", "functional", "license", "mp_id")
+
+
+#: Displacement (Å) at which the loss weight of a finite-displacement supercell is 1
+#: (:func:`supercell_weight`).
+REFERENCE_DISPLACEMENT = 0.01
+
+#: RMS force (eV/Å) at or below which a random-displacement (thermal) snapshot has weight 1;
+#: about the RMS force of a 0.01 Å finite-displacement supercell, so that both kinds of data
+#: weigh alike in one training set (:func:`supercell_weight`).
+REFERENCE_FORCE = 0.05
+
+#: Atoms moved by more than this (Å) count as displaced when telling a finite-displacement
+#: supercell (one or two atoms moved) from a random-displacement snapshot.
+_DISPLACED = 1e-4
+
+
+def supercell_weight(displacements: np.ndarray, forces: np.ndarray) -> float:
+    """Weight of one displaced supercell in a fit to force constants.
+
+    The weighted force error measures force-constant errors: per unit displacement for
+    finite displacements, relative to the snapshot's own forces for random displacements,
+    so that snapshots far from equilibrium (random displacements of 1 Å, forces of tens of
+    eV/Å) do not drown those near it, which set the phonons. Used by fine-tuning
+    (``FineTuneSettings.force_constant_weighting``) and by the evaluation of random sets.
+
+    Parameters
+    ----------
+    displacements : ndarray, shape (n_atoms, 3)
+        Displacements from the undisplaced supercell, Å.
+    forces : ndarray, shape (n_atoms, 3)
+        DFT forces relative to the undisplaced supercell, eV/Å.
+
+    Returns
+    -------
+    float
+        ``(REFERENCE_DISPLACEMENT / u_max)²`` (u_max >= 1e-3 Å) when at most two atoms are
+        displaced (finite displacements, phono3py pairs included);
+        ``min(1, (REFERENCE_FORCE / F_rms)²)`` for a snapshot with more atoms displaced.
+    """
+    norms = np.linalg.norm(displacements, axis=1)
+    if np.count_nonzero(norms > _DISPLACED) <= 2:
+        return (REFERENCE_DISPLACEMENT / max(float(norms.max()), 1e-3)) ** 2
+    rms = float(np.sqrt(np.mean(np.sum(np.asarray(forces) ** 2, axis=1))))
+    return min(1.0, (REFERENCE_FORCE / max(rms, 1e-12)) ** 2)
+
 
 
 class ForceSetError(ValueError):
@@ -206,6 +252,24 @@ class ForceSet:
     def is_random(self) -> bool:
         """True for a random-displacement (phonopy type-2) dataset."""
         return "displacements" in self.dataset
+
+    def loss_weights(self) -> np.ndarray:
+        """:func:`supercell_weight` of every displaced supercell (from the DFT forces relative
+        to the undisplaced supercell's), shape (n_supercells,)."""
+        from tdphonon.structures import minimum_image_vectors
+
+        reference = 0.0 if self.reference_forces is None else self.reference_forces
+        return np.array(
+            [
+                supercell_weight(
+                    minimum_image_vectors(
+                        atoms.positions - self.reference.positions, self.reference.cell
+                    ),
+                    forces - reference,
+                )
+                for atoms, forces in zip(self.supercells, self.forces, strict=True)
+            ]
+        )
 
     def harmonic_forces(self) -> np.ndarray:
         """DFT forces of the harmonic dataset's supercells, (n, n_atoms, 3) eV/Å."""

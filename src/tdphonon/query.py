@@ -1,6 +1,6 @@
 """Query the results of tdphonon runs and campaigns in any JobStore.
 
-Works the same on the embedded store (MontyDB, :func:`tdphonon.stores.embedded_store`)
+Works the same on the embedded store (SQLite, :func:`tdphonon.stores.embedded_store`)
 and on MongoDB (``MongoStore`` + ``GridFSStore``): only maggma ``Store`` queries are used.
 
 * :class:`CampaignResults`: materials and their status (completed / not converged /
@@ -101,7 +101,8 @@ def ensure_indexes(store: JobStore) -> dict[str, bool]:
     Returns
     -------
     dict
-        Field -> whether the index exists now (embedded MontyDB stores cannot index).
+        Field -> whether the index exists now (MongoDB and the embedded SQLite store index; a
+        legacy MontyDB store cannot).
     """
     docs = store.docs_store
     return {field: bool(docs.ensure_index(field)) for field in INDEXED_FIELDS}
