@@ -118,7 +118,6 @@ def supercell_weight(displacements: np.ndarray, forces: np.ndarray) -> float:
     return min(1.0, (REFERENCE_FORCE / max(rms, 1e-12)) ** 2)
 
 
-
 class ForceSetError(ValueError):
     """A force set cannot be read or is inconsistent (one-line message naming the problem)."""
 
