@@ -29,6 +29,7 @@ Usage::
     tdphonon analyze --store campaign-store --export \\
         benchmarks/results/campaign_phonondb/part-<K>.json.xz
     python benchmarks/campaign_phonondb.py status     # done / failed / remaining
+    python benchmarks/campaign_phonondb.py report     # analysis of every piece, families
 """
 
 from __future__ import annotations
@@ -133,8 +134,54 @@ def exported_status() -> dict[str, str]:
     return status
 
 
+def report(figures: Path) -> dict[str, Any]:
+    """``tdphonon analyze`` of every exported piece, plus the two families of the study
+    (alkali-containing and perovskite-derived against the rest): their mean measures with
+    standard errors, and the comparison with the screening protocol's reference runs."""
+    import numpy as np
+
+    from tdphonon.analysis import analyze
+    from tdphonon.cli.analyze import write_plots
+
+    selection = json.loads(SELECTION.read_text())
+    why = {e["id"]: e["why"] for e in selection["order"]}
+    parts = sorted(RESULTS.glob("part-*.json*"))
+    analysis = analyze(files=parts, temperature=300.0)
+    table = analysis.table
+    done = table[table["status"] == "completed"].copy()
+    done["alkali"] = [("alkali" in why.get(m, [])) for m in done["material"]]
+    done["perovskite"] = [("perovskite-derived" in why.get(m, [])) for m in done["material"]]
+    families = {}
+    for name, mask in (
+        ("alkali", done["alkali"]),
+        ("perovskite-derived", done["perovskite"]),
+        ("neither", ~done["alkali"] & ~done["perovskite"]),
+        ("all", done["alkali"] | True),
+    ):
+        group = done[mask]
+        families[name] = {
+            "n": len(group),
+            **{
+                f"{target}_{stat}": float(value)
+                for target in ("sigma_a", "mean_relative_shift")
+                for stat, value in (
+                    ("mean", group[target].mean()),
+                    ("sem", group[target].std() / np.sqrt(max(len(group), 1))),
+                    ("median", group[target].median()),
+                )
+            },
+        }
+    figures.mkdir(parents=True, exist_ok=True)
+    write_plots(analysis, figures, top=15)
+    summary = analysis.summary()
+    summary["families"] = families
+    summary["parts"] = [p.name for p in parts]
+    (RESULTS / "analysis.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``select``, ``next N``, ``status``."""
+    """``select``, ``next N``, ``status``, ``report``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     choose = sub.add_parser("select", help="write selection.json")
@@ -147,7 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     after.add_argument("--output", type=Path, default=Path("next.txt"))
     after.add_argument("--retry-failed", action="store_true")
     sub.add_parser("status", help="done, failed and remaining compounds")
+    analysis = sub.add_parser("report", help="analysis.json and figures of every piece")
+    analysis.add_argument(
+        "--figures", type=Path, default=HERE.parent / "docs" / "figures" / "campaign-phonondb"
+    )
     args = parser.parse_args(argv)
+    if args.command == "report":
+        summary = report(args.figures)
+        print(json.dumps({"families": summary["families"], "model": summary["model"]}, indent=1))
+        print("top features:", [f["name"] for f in summary["features"][:10]])
+        return 0
 
     if args.command == "select":
         selection = select(args.total, args.max_atoms, args.seed, args.model)

@@ -151,3 +151,46 @@ def test_harmonic_potential_has_no_renormalisation(al_emt_phonon, temperature, s
     error = measures.anharmonic_free_energy_error
     assert error is not None and error < 1e-10
     assert abs(measures.anharmonic_free_energy) <= max(3 * error, 1e-9)
+
+
+def test_measures_do_not_depend_on_the_supercell():
+    """EMT Al at 900 K in a 32- and a 108-atom supercell: sigma^A agrees within its
+    combined statistical error plus 3 % (the force-constant range the smaller supercell
+    cuts), the mean relative shift within 15 %."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    from tdphonon.potentials import AseCalculator as Calculator
+    from tdphonon.structures import to_ase_atoms
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    unitcell = PhonopyAtoms(
+        symbols=atoms.get_chemical_symbols(),
+        cell=atoms.cell[:],
+        scaled_positions=atoms.get_scaled_positions(),
+    )
+    measured = {}
+    for size in (2, 3):
+        phonon = Phonopy(
+            unitcell, supercell_matrix=np.eye(3, dtype=int) * size, primitive_matrix="F"
+        )
+        phonon.generate_displacements(distance=0.01)
+        calculator = Calculator(EMT())
+        _, forces = calculator.compute_ragged(
+            [to_ase_atoms(s) for s in phonon.supercells_with_displacements]
+        )
+        phonon.forces = np.array(forces)
+        phonon.produce_force_constants()
+        harmonic = phonon.force_constants.copy()
+        result = SSCHA(phonon, calculator, 900.0, SSCHASettings(statistics="classical")).run()
+        assert result.converged, result.message
+        measures = renormalisation_measures(
+            phonon, harmonic, result.force_constants, 900.0, statistics="classical"
+        )
+        measured[size] = (result.anharmonicity, measures.mean_relative_shift)
+    (small, shift_small), (large, shift_large) = measured[2], measured[3]
+    combined = np.hypot(small.sigma_error, large.sigma_error)
+    assert combined < 0.03 * large.sigma  # resolved to a few per cent
+    assert abs(small.sigma - large.sigma) < 3 * combined + 0.03 * large.sigma, measured
+    assert shift_small == pytest.approx(shift_large, rel=0.15, abs=0.005), measured
