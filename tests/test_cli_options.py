@@ -35,6 +35,7 @@ SSCHA_CASES = [
     (["--tolerance", "0"], "--tolerance"),
     (["--tolerance", "nan"], "--tolerance"),
     (["--max-snapshots", "0"], "--max-snapshots"),
+    (["--max-evaluations", "0"], "--max-evaluations"),
     (["--batch-size", "0"], "--batch-size"),
     (["--seed", "-1"], "--seed"),
     (["--statistics", "boltzmann"], "--statistics"),

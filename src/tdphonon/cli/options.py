@@ -626,6 +626,15 @@ def add_sscha_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="largest sample size the adaptive sampling may use (default 1024)",
     )
+    parser.add_argument(
+        "--max-evaluations",
+        type=positive_int,
+        default=20000,
+        metavar="N",
+        help="force evaluations allowed per temperature; a temperature that has not converged "
+        "by then is reported as not converged with its errors (default 20000; in a campaign "
+        "a bound on the cost of a crystal that does not converge)",
+    )
     add_device_option(parser)
     parser.add_argument(
         "--batch-size",
@@ -669,6 +678,7 @@ def sscha_maker(
             "seed": args.seed,
             "frequency_tolerance": args.tolerance,
             "max_snapshots": args.max_snapshots,
+            "max_force_evaluations": args.max_evaluations,
         },
         born=born,
     )
