@@ -138,19 +138,46 @@ def report(figures: Path) -> dict[str, Any]:
     """``tdphonon analyze`` of every exported piece, plus the two families of the study
     (alkali-containing and perovskite-derived against the rest): their mean measures with
     standard errors, and the comparison with the screening protocol's reference runs."""
-    import numpy as np
+    import tempfile
 
-    from tdphonon.analysis import analyze
+    import numpy as np
+    from monty.serialization import dumpfn
+
+    from tdphonon.analysis import EXPORT_FORMAT, EXPORT_VERSION, analyze, read_campaign
     from tdphonon.cli.analyze import write_plots
 
     selection = json.loads(SELECTION.read_text())
     why = {e["id"]: e["why"] for e in selection["order"]}
     parts = sorted(RESULTS.glob("part-*.json*"))
-    analysis = analyze(files=parts, temperature=300.0)
+    # one row per crystal: a crystal run with two settings (a rerun with another evaluation
+    # cap) keeps its best row, completed first
+    table, structures = read_campaign(parts)
+    rank = {"completed": 0, "not converged": 1, "failed": 2}
+    table = (
+        table.assign(_rank=[rank.get(s, 3) for s in table["status"]])
+        .sort_values(["material", "_rank"])
+        .drop_duplicates("material")
+        .drop(columns="_rank")
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        merged = Path(folder) / "campaign.json"
+        dumpfn(
+            {
+                "format": EXPORT_FORMAT,
+                "version": EXPORT_VERSION,
+                "rows": table.to_dict(orient="records"),
+                "structures": {
+                    k: s.as_dict() for k, s in structures.items() if k in set(table["id"])
+                },
+            },
+            str(merged),
+        )
+        analysis = analyze(files=[merged], temperature=300.0)
     table = analysis.table
     done = table[table["status"] == "completed"].copy()
     done["alkali"] = [("alkali" in why.get(m, [])) for m in done["material"]]
     done["perovskite"] = [("perovskite-derived" in why.get(m, [])) for m in done["material"]]
+    statuses = table.drop_duplicates("material")["status"].value_counts().to_dict()
     families = {}
     for name, mask in (
         ("alkali", done["alkali"]),
@@ -175,8 +202,16 @@ def report(figures: Path) -> dict[str, Any]:
     write_plots(analysis, figures, top=15)
     summary = analysis.summary()
     summary["families"] = families
+    summary["crystal_status_counts"] = {str(k): int(v) for k, v in statuses.items()}
+    summary["not_converged"] = [
+        {
+            k: row[k]
+            for k in ("material", "formula", "n_force_evaluations", "n_iterations", "sigma_a")
+        }
+        for _, row in table[table["status"] == "not converged"].iterrows()
+    ]
     summary["parts"] = [p.name for p in parts]
-    (RESULTS / "analysis.json").write_text(json.dumps(summary, indent=1))
+    (RESULTS / "analysis.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
 
 
@@ -213,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     selection = json.loads(SELECTION.read_text())
     status = exported_status()
-    finished = {"completed"} if getattr(args, "retry_failed", False) else {"completed", "failed"}
+    finished = {"completed", "not converged"}
+    if not getattr(args, "retry_failed", False):
+        finished.add("failed")
     remaining = [e["id"] for e in selection["order"] if status.get(e["id"]) not in finished]
     if args.command == "next":
         args.output.write_text("\n".join(remaining[: args.n]) + "\n")

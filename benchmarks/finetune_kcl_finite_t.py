@@ -102,7 +102,11 @@ def held_out_errors(model: str, held_out: Any) -> dict[str, float]:
 
 def mlpsscha_reference(work: Path, seed: int = 0) -> np.ndarray | None:
     """Force constants of phonopy's MLPSSCHA at TEMPERATURE with pypolymlp trained on DATA
-    (cached in ``work``); None without pypolymlp."""
+    (the MLP and the result cached in ``work``); None without pypolymlp.
+
+    Started from the DFT harmonic force constants (no initialisation step), 500 snapshots
+    per iteration, 6 iterations (phonopy's own sampling, symfc fits, no mixing).
+    """
     import phonopy
 
     cached = work / "mlpsscha_fc.npy"
@@ -115,15 +119,21 @@ def mlpsscha_reference(work: Path, seed: int = 0) -> np.ndarray | None:
     from phonopy.sscha.core import MLPSSCHA
 
     ph = phonopy.load(DATA, produce_fc=False, log_level=1)
-    ph.mlp_dataset = ph.dataset
+    mlp = work / "polymlp.yaml"
+    if mlp.exists():
+        ph.load_mlp(mlp)
+    else:
+        ph.mlp_dataset = ph.dataset
+        ph.develop_mlp()
+        ph.save_mlp(mlp)
     ph.dataset = None
-    ph.develop_mlp()
+    ph.force_constants = phonopy.load(DFT_FC, log_level=0).force_constants
     sscha = MLPSSCHA(
         ph,
         ph.mlp,
         temperature=TEMPERATURE,
-        number_of_snapshots=2000,
-        max_iterations=10,
+        number_of_snapshots=500,
+        max_iterations=6,
         random_seed=seed,
         log_level=1,
     )
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=str(SHARED / "models" / "M3GNet-MP-2021.2.8-PES"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/tdphonon-kcl-finite-t"))
     parser.add_argument("--skip-reference", action="store_true", help="no pypolymlp MLPSSCHA")
+    parser.add_argument("--epochs", type=int, help="tdphonon finetune --epochs (default: its own)")
     parser.add_argument(
         "--json", type=Path, default=HERE / "results" / "finetune_kcl_finite_t.json"
     )
@@ -153,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     tuned = work / "kcl-finetuned"
     start = time.perf_counter()
     if not (tuned / "provenance.json").exists():
+        epochs = ["--epochs", str(args.epochs)] if args.epochs else []
         _tdphonon("finetune", str(DATA), "--base", args.base, "--out", str(tuned),
-                  "--json", str(work / "finetune.json"), "-q")  # fmt: skip
+                  "--json", str(work / "finetune.json"), "-q", *epochs)  # fmt: skip
     training_s = time.perf_counter() - start
     provenance = json.loads((tuned / "provenance.json").read_text())
 
