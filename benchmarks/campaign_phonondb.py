@@ -174,30 +174,29 @@ def report(figures: Path) -> dict[str, Any]:
         )
         analysis = analyze(files=[merged], temperature=300.0)
     table = analysis.table
-    done = table[table["status"] == "completed"].copy()
-    done["alkali"] = [("alkali" in why.get(m, [])) for m in done["material"]]
-    done["perovskite"] = [("perovskite-derived" in why.get(m, [])) for m in done["material"]]
     statuses = table.drop_duplicates("material")["status"].value_counts().to_dict()
-    families = {}
-    for name, mask in (
-        ("alkali", done["alkali"]),
-        ("perovskite-derived", done["perovskite"]),
-        ("neither", ~done["alkali"] & ~done["perovskite"]),
-        ("all", done["alkali"] | True),
-    ):
-        group = done[mask]
-        families[name] = {
-            "n": len(group),
-            **{
-                f"{target}_{stat}": float(value)
-                for target in ("sigma_a", "mean_relative_shift")
-                for stat, value in (
-                    ("mean", group[target].mean()),
-                    ("sem", group[target].std() / np.sqrt(max(len(group), 1))),
-                    ("median", group[target].median()),
-                )
-            },
-        }
+    families: dict[str, Any] = {}
+    for kinds, suffix in ((["completed"], ""), (["completed", "not converged"], " +nc")):
+        rows = table[table["status"].isin(kinds)]
+        alkali = np.array([("alkali" in why.get(m, [])) for m in rows["material"]], dtype=bool)
+        perovskite = np.array(
+            [("perovskite-derived" in why.get(m, [])) for m in rows["material"]], dtype=bool
+        )
+        for name, mask in (
+            ("alkali", alkali),
+            ("perovskite-derived", perovskite),
+            ("neither", ~alkali & ~perovskite),
+            ("all", np.ones(len(rows), dtype=bool)),
+        ):
+            group = rows[mask]
+            families[name + suffix] = {"n": len(group)}
+            for target in ("sigma_a", "mean_relative_shift"):
+                values = group[target].astype(float)
+                families[name + suffix] |= {
+                    f"{target}_mean": float(values.mean()),
+                    f"{target}_sem": float(values.std() / np.sqrt(max(len(values), 1))),
+                    f"{target}_median": float(values.median()),
+                }
     figures.mkdir(parents=True, exist_ok=True)
     write_plots(analysis, figures, top=15)
     summary = analysis.summary()
