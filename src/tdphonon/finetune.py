@@ -105,9 +105,9 @@ class FineTuneSettings:
         Gradient clipping.
     force_constant_weighting : bool
         Weight the loss of each supercell so that it measures errors of the force constants
-        rather than of the raw forces (:func:`tdphonon.forcesets.supercell_weight`): a finite-displacement
-        supercell (one or two atoms moved) by ``(0.01 Å / u_max)²``, u_max its largest
-        displacement (force errors per unit displacement: Hessian columns); a
+        rather than of the raw forces (:func:`tdphonon.forcesets.supercell_weight`): a
+        finite-displacement supercell (one or two atoms moved) by ``(0.01 Å / u_max)²``,
+        u_max its largest displacement (force errors per unit displacement); a
         random-displacement or thermal snapshot (many atoms moved) by
         ``min(1, (0.05 eV/Å / F_rms)²)``, F_rms its RMS DFT force (relative force errors).
         Then 0.01 Å finite-displacement sets are not drowned by large-displacement sets, and

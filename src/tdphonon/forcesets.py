@@ -252,21 +252,22 @@ class ForceSet:
         """True for a random-displacement (phonopy type-2) dataset."""
         return "displacements" in self.dataset
 
+    def displacements(self, index: int) -> np.ndarray:
+        """Displacements (Å, minimum image) of supercell ``index`` from the undisplaced one,
+        shape (n_atoms, 3)."""
+        from tdphonon.structures import minimum_image_vectors
+
+        moved = self.supercells[index].positions - self.reference.positions
+        return minimum_image_vectors(moved, self.reference.cell)
+
     def loss_weights(self) -> np.ndarray:
         """:func:`supercell_weight` of every displaced supercell (from the DFT forces relative
         to the undisplaced supercell's), shape (n_supercells,)."""
-        from tdphonon.structures import minimum_image_vectors
-
         reference = 0.0 if self.reference_forces is None else self.reference_forces
         return np.array(
             [
-                supercell_weight(
-                    minimum_image_vectors(
-                        atoms.positions - self.reference.positions, self.reference.cell
-                    ),
-                    forces - reference,
-                )
-                for atoms, forces in zip(self.supercells, self.forces, strict=True)
+                supercell_weight(self.displacements(i), f - reference)
+                for i, f in enumerate(self.forces)
             ]
         )
 
@@ -373,15 +374,8 @@ class ForceSet:
         order = np.random.default_rng([seed, n]).permutation(n)
         held, kept = sorted(order[:n_held].tolist()), sorted(order[n_held:].tolist())
 
-        from tdphonon.structures import minimum_image_vectors
-
         def part(indices: list[int], name: str, harmonic: bool) -> ForceSet:
-            displacements = [
-                minimum_image_vectors(
-                    self.supercells[i].positions - self.reference.positions, self.reference.cell
-                )
-                for i in indices
-            ]
+            displacements = [self.displacements(i) for i in indices]
             return replace(
                 self,
                 name=name,
