@@ -216,9 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         },
         "models": models,
     }
+    ratios = {
+        f"{kind}_{key}": models["base"][kind][key] / models["finetuned"][kind][key]
+        for kind in ("harmonic", "sscha_300K")
+        for key in models["base"][kind]
+        if key.startswith("mesh_mae")
+    }
+    result["ratio_base_over_finetuned"] = ratios
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: models[k] for k in models}, indent=1))
+    for name, ratio in ratios.items():
+        print(f"{name}: base / fine-tuned = {ratio:.2f}")
     print(f"JSON: {args.json}")
     return 0
 
