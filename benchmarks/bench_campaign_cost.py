@@ -32,7 +32,7 @@ Usage::
 
     nice -n 15 python benchmarks/bench_campaign_cost.py [--n 4] [--max-atoms 10]
         [--min-atoms 2] [--temperature 300] [--model PATH] [--seed 0] [--include FILE ...]
-        [--max-force-evaluations N] [--tolerance THZ] [--gc-freeze]
+        [--max-evaluations N] [--tolerance THZ] [--gc-freeze]
         [--json benchmarks/results/bench_campaign_cost.json]
 
 ``--model`` defaults to ``$TDPHONON_MODEL``, else ``../shared/models/M3GNet-MP-2021.2.8-PES``;
@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         "--include", nargs="*", default=[], metavar="FILE", help="further structure files"
     )
     parser.add_argument(
-        "--max-force-evaluations",
+        "--max-evaluations",
         type=int,
         default=None,
         help="cap on the SSCHA force evaluations per compound (SSCHASettings; default: "
@@ -569,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 0 or args.min_atoms < 1 or args.max_atoms < args.min_atoms:
         parser.error("--n must be >= 0 and 1 <= --min-atoms <= --max-atoms")
-    if args.max_force_evaluations is not None and args.max_force_evaluations < 1:
-        parser.error("--max-force-evaluations must be >= 1")
+    if args.max_evaluations is not None and args.max_evaluations < 1:
+        parser.error("--max-evaluations must be >= 1")
     if not args.temperature > 0:
         parser.error("--temperature must be > 0 K")
     model = args.model or os.environ.get("TDPHONON_MODEL") or str(DEFAULT_MODEL)
@@ -610,8 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"sample of {len(cells)} cells in {time.perf_counter() - start:.1f} s")
     sscha_settings = {}
-    if args.max_force_evaluations is not None:
-        sscha_settings["max_force_evaluations"] = args.max_force_evaluations
+    if args.max_evaluations is not None:
+        sscha_settings["max_force_evaluations"] = args.max_evaluations
     if args.tolerance is not None:
         sscha_settings["frequency_tolerance"] = args.tolerance
     settings = {

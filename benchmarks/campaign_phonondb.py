@@ -138,12 +138,9 @@ def report(figures: Path) -> dict[str, Any]:
     """``tdphonon analyze`` of every exported piece, plus the two families of the study
     (alkali-containing and perovskite-derived against the rest): their mean measures with
     standard errors, and the comparison with the screening protocol's reference runs."""
-    import tempfile
-
     import numpy as np
-    from monty.serialization import dumpfn
 
-    from tdphonon.analysis import EXPORT_FORMAT, EXPORT_VERSION, analyze, read_campaign
+    from tdphonon.analysis import analyze_table, read_campaign
     from tdphonon.cli.analyze import write_plots
 
     selection = json.loads(SELECTION.read_text())
@@ -158,21 +155,10 @@ def report(figures: Path) -> dict[str, Any]:
         .sort_values(["material", "_rank"])
         .drop_duplicates("material")
         .drop(columns="_rank")
+        .sort_values(["formula", "id"])  # the order of campaign_table (it seeds the CV folds)
+        .reset_index(drop=True)
     )
-    with tempfile.TemporaryDirectory() as folder:
-        merged = Path(folder) / "campaign.json"
-        dumpfn(
-            {
-                "format": EXPORT_FORMAT,
-                "version": EXPORT_VERSION,
-                "rows": table.to_dict(orient="records"),
-                "structures": {
-                    k: s.as_dict() for k, s in structures.items() if k in set(table["id"])
-                },
-            },
-            str(merged),
-        )
-        analysis = analyze(files=[merged], temperature=300.0)
+    analysis = analyze_table(table, structures, temperature=300.0, where="campaign pieces")
     table = analysis.table
     statuses = table.drop_duplicates("material")["status"].value_counts().to_dict()
     families: dict[str, Any] = {}

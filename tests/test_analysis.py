@@ -363,6 +363,11 @@ def test_export_and_analyze_pieces(campaign, table, tmp_path, capsys):
     merged, _ = read_campaign(paths)
     assert len(merged) == 16
     assert (merged.loc[merged["material"] == "Cu", "status"] == "completed").all()
+    # not converged (finished, with measures) ranks above failed
+    third = tmp_path / "part-3.json"
+    third.write_text(json.dumps(dict(rows, rows=[dict(r, status="not converged") for r in cu])))
+    ranked, _ = read_campaign([paths[1], third])
+    assert (ranked.loc[ranked["material"] == "Cu", "status"] == "not converged").all()
 
     out = tmp_path / "pieces.json"
     argv = ["analyze", "--from", *map(str, paths), "--folds", "3", "--no-plots", "-q"]

@@ -62,6 +62,7 @@ __all__ = [
     "InsufficientDataError",
     "StructureFeaturizer",
     "analyze",
+    "analyze_table",
     "campaign_structures",
     "campaign_table",
     "driver_model",
@@ -315,7 +316,7 @@ EXPORT_FORMAT = "tdphonon-campaign"
 EXPORT_VERSION = 1
 
 #: Status preference when a compound and temperature occur in several sources (best first).
-_STATUS_RANK = ("completed", "failed", "running", "waiting", "fizzled")
+_STATUS_RANK = ("completed", "not converged", "failed", "running", "waiting", "fizzled")
 
 
 def export_campaign(store: JobStore, path: str | Path, launchpad: Any = None) -> int:
@@ -349,7 +350,7 @@ def read_campaign(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, dict[str, 
     """The table and crystals of files written by :func:`export_campaign`, merged.
 
     A compound and temperature present in several files keeps its best row (completed,
-    then failed, running...; the later file on a tie), so files of a campaign run in pieces,
+    then not converged, failed, running...; the later file on a tie), so files of a campaign run in pieces,
     or rerun, combine into one table.
 
     Raises
@@ -1152,6 +1153,16 @@ class CampaignAnalysis:
         }
 
 
+def _checked_targets(targets: Iterable[str]) -> list[str]:
+    targets = list(targets)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ValueError(
+            f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}"
+        )
+    return targets
+
+
 def analyze(
     store: JobStore | None = None,
     *,
@@ -1190,12 +1201,7 @@ def analyze(
         The store and files hold no tdphonon results, or none at ``temperature``; an
         unreadable file; an unknown target.
     """
-    targets = list(targets)
-    unknown = [t for t in targets if t not in TARGETS]
-    if unknown:
-        raise ValueError(
-            f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}"
-        )
+    targets = _checked_targets(targets)  # before any store is read
     if store is None and not files:
         raise ValueError("nothing to analyse: give a store or exported files")
     table, structures = read_campaign(files) if files else (None, {})
@@ -1203,13 +1209,47 @@ def analyze(
         stored = campaign_table(store, launchpad)
         table = stored if table is None else _best_rows([table, stored])
         structures |= campaign_structures(store)
+    where = "store" if not files else "inputs"
     if table.empty:
-        raise ValueError("no tdphonon results in the " + ("store" if not files else "inputs"))
+        raise ValueError(f"no tdphonon results in the {where}")
+    return analyze_table(
+        table,
+        structures,
+        temperature=temperature,
+        targets=targets,
+        estimator=estimator,
+        n_splits=n_splits,
+        seed=seed,
+        featurizer=featurizer,
+        where=where,
+    )
+
+
+def analyze_table(
+    table: pd.DataFrame,
+    structures: Mapping[str, Structure],
+    *,
+    temperature: float | None = None,
+    targets: Iterable[str] = TARGETS,
+    estimator: str = "random_forest",
+    n_splits: int = 5,
+    seed: int = 0,
+    featurizer: StructureFeaturizer | None = None,
+    where: str = "table",
+) -> CampaignAnalysis:
+    """:func:`analyze` of a table already read (:func:`campaign_table`,
+    :func:`read_campaign`, or a selection of their rows) and the crystals by ``id``.
+
+    ``where`` names the source in error messages.
+    """
+    targets = _checked_targets(targets)
     if temperature is not None:
         selected = np.isclose(table["temperature"].to_numpy(dtype=float), temperature)
         if not selected.any():
             have = ", ".join(f"{t:g}" for t in sorted(table["temperature"].dropna().unique()))
-            raise ValueError(f"no results at {temperature:g} K in the store (temperatures: {have})")
+            raise ValueError(
+                f"no results at {temperature:g} K in the {where} (temperatures: {have})"
+            )
         table = table[selected].reset_index(drop=True)
     ids = list(dict.fromkeys(table["id"]))
     features = structure_features({i: structures.get(i) for i in ids}, featurizer)
