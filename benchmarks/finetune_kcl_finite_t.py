@@ -69,7 +69,7 @@ def frequencies(phonon: Any, qpoints: np.ndarray) -> np.ndarray:
 
 def _with_fc(template: Any, force_constants: np.ndarray) -> Any:
     """A copy of the data's Phonopy (cell, supercell) with these force constants."""
-    copy = template.copy()
+    copy = template.replicate()
     copy.force_constants = force_constants
     return copy
 

@@ -250,8 +250,11 @@ def frequencies_from_forces(
     if force_set.is_random:
         from tdphonon.fitting import ForceConstantFitter
 
-        weights = force_set.loss_weights()[force_set.harmonic_indices]
-        fitter = ForceConstantFitter(phonon.supercell)
+        cache = force_set.metadata.setdefault("_cache", {})
+        if "_fitter" not in cache:  # the symmetry basis: once per set, not per evaluation
+            weights = force_set.loss_weights()[force_set.harmonic_indices]
+            cache["_fitter"] = (ForceConstantFitter(phonon.supercell), weights)
+        fitter, weights = cache["_fitter"]
         phonon.force_constants = fitter.fit(
             np.asarray(force_set.dataset["displacements"]), forces, weights
         )

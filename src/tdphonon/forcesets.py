@@ -385,7 +385,10 @@ class ForceSet:
                 stresses=[self.stresses[i] for i in indices],
                 dataset={"displacements": np.array(displacements)} if harmonic else {},
                 harmonic_indices=list(range(len(indices))) if harmonic else [],
-                metadata={**self.metadata, "split": {"of": n, "indices": indices, "seed": seed}},
+                metadata={  # not the parent's cached results (DFT frequencies, fitter)
+                    **{k: v for k, v in self.metadata.items() if k != "_cache"},
+                    "split": {"of": n, "indices": indices, "seed": seed},
+                },
             )
 
         return part(kept, self.name, False), part(held, f"{self.name}:held-out", True)
