@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from itertools import pairwise
 
 import numpy as np
@@ -15,6 +16,7 @@ from analytic_potentials import (
 )
 from ase.calculators.emt import EMT
 from phonopy import Phonopy
+from phonopy.physical_units import get_physical_units
 from phonopy.structure.atoms import PhonopyAtoms
 
 from tdphonon.potentials import AseCalculator
@@ -116,6 +118,73 @@ def test_deterministic_for_a_seed(simple_cubic):
         results.append(sscha.run())
     np.testing.assert_array_equal(results[0].force_constants, results[1].force_constants)
     assert results[0].n_force_evaluations == results[1].n_force_evaluations
+
+
+def test_sample_size_grows_at_most_fourfold_per_iteration(simple_cubic):
+    phonon, reference = simple_cubic
+    calculator = AseCalculator(QuarticSpringCalculator(reference, LATTICE, K_SPRING, LAMBDA))
+    settings = SSCHASettings(statistics="classical", frequency_tolerance=0.01, seed=2)
+    sscha = SSCHA(phonon, calculator, 300, settings)
+    targets = []
+    result = sscha.run(callback=lambda record, s: targets.append(s.state.n_target_snapshots))
+    assert result.converged, result.message
+    sample_sizes = [record.effective_sample_size for record in result.history]
+    # a noisy (small-sample) error estimate cannot commit more than 4x the sample at hand,
+    # and the target never shrinks
+    assert all(
+        new <= max(old, 4 * size + 2)
+        for old, new, size in zip(
+            [settings.initial_snapshots, *targets[:-1]], targets, sample_sizes, strict=True
+        )
+    )
+    assert targets == sorted(targets)
+    assert max(targets) > 4 * settings.initial_snapshots  # the tolerance needed several steps
+
+
+def test_overshooting_soft_springs_converge_with_adaptive_mixing(simple_cubic):
+    """Springs unstable alone (k < 0), held by their quartic term: the SCHA map's slope at
+    the solution is g = -(k_eff - k) / k_eff = -3.5, so mixing half the fit overshoots
+    (residual x1.25 per iteration); halving the mixing makes it converge."""
+    phonon, reference = simple_cubic
+    temperature, k_eff = 300.0, 1.0  # K, eV/Å^2
+    k = -2.5 * k_eff
+    kt = get_physical_units().KB * temperature * (1 - 1 / len(reference))
+    lam = k_eff * (k_eff - k) / (4 * kt)  # classical exact solution at k_eff
+    assert quartic_spring_k_eff_classical(k, lam, temperature, len(reference)) == pytest.approx(
+        k_eff
+    )
+    calculator = AseCalculator(QuarticSpringCalculator(reference, LATTICE, k, lam))
+    start = copy.deepcopy(phonon)
+    start.force_constants = simple_cubic_force_constants(reference, LATTICE, 1.1 * k_eff)
+    settings = SSCHASettings(statistics="classical", frequency_tolerance=0.3, seed=1)
+    result = SSCHA(start, calculator, temperature, settings).run()
+    assert result.converged, result.message
+    assert min(record.mixing for record in result.history) < settings.mixing
+    assert abs(result.force_constants[0, 0, 0, 0] / 6 - k_eff) < 0.03 * k_eff
+
+
+def test_result_is_sampled_near_itself_not_only_reweighted(simple_cubic):
+    """Populations kept down to 5 % effective size could carry the whole run on the first
+    one (drawn at the harmonic force constants); convergence asks for a population drawn
+    within the tolerance of the result."""
+    phonon, reference = simple_cubic
+    calculator = AseCalculator(QuarticSpringCalculator(reference, LATTICE, K_SPRING, LAMBDA))
+    settings = SSCHASettings(
+        statistics="classical",
+        frequency_tolerance=0.1,
+        initial_snapshots=256,
+        min_ess_fraction=0.05,
+        seed=3,
+    )
+    sscha = SSCHA(phonon, calculator, 300, settings)
+    result = sscha.run()
+    assert result.converged, result.message
+    newest = max(sscha.state.populations, key=lambda population: population.index)
+    assert newest.index > 0  # not the population drawn at the start
+    sampled = sscha.frequencies(newest.sampling_force_constants)
+    assert np.abs(sampled - result.frequencies).max() <= settings.frequency_tolerance
+    k_eff = quartic_spring_k_eff_classical(K_SPRING, LAMBDA, 300, len(reference))
+    assert abs(result.force_constants[0, 0, 0, 0] / 6 - k_eff) < 0.02 * k_eff
 
 
 def test_not_converged_is_reported(simple_cubic):

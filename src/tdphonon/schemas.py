@@ -338,7 +338,12 @@ def _dataclass_fields(record: type) -> dict[str, Any]:
     """pydantic field definitions of a dataclass: its types, ``metadata["description"]``."""
     hints = get_type_hints(record)
     return {
-        field.name: (hints[field.name], Field(description=field.metadata["description"]))
+        field.name: (
+            hints[field.name],
+            Field(description=field.metadata["description"])
+            if field.default is dataclasses.MISSING
+            else Field(default=field.default, description=field.metadata["description"]),
+        )
         for field in dataclasses.fields(record)
     }
 

@@ -79,7 +79,9 @@ class SSCHASettings:
     max_force_evaluations : int
         Upper bound on force evaluations spent at this temperature.
     mixing : float
-        Fraction of the fitted force constants mixed into the current ones.
+        Fraction of the fitted force constants mixed into the current ones at first;
+        halved whenever the self-consistency residual grows (an overshooting soft mode,
+        see :meth:`SSCHA._mixing`), down to ``MIN_MIXING_FRACTION`` of this.
     min_ess_fraction : float
         A population is reused while its Kong-Liu effective sample size divided by
         its size stays above this; new snapshots are drawn when the kept
@@ -191,6 +193,13 @@ class IterationRecord:
         "Modes sampled at the displacement cap (max_displacement), see SSCHASettings"
     )
     converged: bool = _described("Convergence criterion met")
+    mixing: float | None = field(
+        default=None,
+        metadata={
+            "description": "Fraction of the fit mixed into the force constants after this "
+            "iteration (None in records written before the mixing adapted: the setting's)"
+        },
+    )
 
 
 @dataclass
@@ -265,6 +274,13 @@ class SSCHAResult:
     qpoint_frequencies: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     qpoint_frequency_errors: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     anharmonicity: AnharmonicityScore | None = None
+
+
+MAX_SAMPLE_GROWTH = 4.0
+"""Largest factor by which the target sample size grows from one iteration to the next."""
+
+MIN_MIXING_FRACTION = 1 / 8
+"""The adaptive mixing goes no lower than this fraction of ``SSCHASettings.mixing``."""
 
 
 def _effective_sample_size(weights: NDArray[np.float64]) -> float:
@@ -526,19 +542,27 @@ class SSCHA:
         state.populations = [p for p, _ in kept]
         weights = [w for _, w in kept]
         active_ess = float(sum(w.sum() for w in weights))
-        # New snapshots: when reweighting has used up the kept ones, or when only the
-        # statistical error stood in the way of convergence at the last iteration.
+        # New snapshots: when reweighting has used up the kept ones, when only the
+        # statistical error stood in the way of convergence at the last iteration, or
+        # when only the sampling did (every snapshot drawn far from the self-consistent
+        # force constants: a result resting on importance weights alone).
         last = state.history[-1] if state.history else None
-        noise_limited = (
-            last is not None
-            and last.frequency_error > settings.frequency_tolerance
-            and last.max_frequency_change <= 0.25 * settings.frequency_tolerance
+        self_consistent = (
+            last is not None and last.max_frequency_change <= 0.25 * settings.frequency_tolerance
         )
+        noise_limited = self_consistent and last.frequency_error > settings.frequency_tolerance
+        sampled_far = self_consistent and not noise_limited and not last.converged
         n_new = 0
-        if active_ess < settings.min_ess_fraction * state.n_target_snapshots or (
-            noise_limited and active_ess < state.n_target_snapshots
+        if (
+            active_ess < settings.min_ess_fraction * state.n_target_snapshots
+            or (noise_limited and active_ess < state.n_target_snapshots)
+            or sampled_far
         ):
-            n_new = max(state.n_target_snapshots - round(active_ess), settings.initial_snapshots)
+            n_new = max(
+                state.n_target_snapshots - round(active_ess),
+                state.n_target_snapshots // 2 if sampled_far else 0,
+                settings.initial_snapshots,
+            )
             n_new += n_new % 2
             state.populations.append(self.draw_population(current, n_new, progress, target))
             weights.append(np.ones(n_new))
@@ -557,10 +581,18 @@ class SSCHA:
         tolerance = settings.frequency_tolerance
         # Every reported mode must meet the tolerance. Reweighting iterations cost no
         # force evaluation, so self-consistency is driven well below the statistical
-        # target: it adds no bias to the result.
-        converged = bool(max_change <= 0.25 * tolerance and max_error <= tolerance)
+        # target: it adds no bias to the result. And the newest population must have
+        # been drawn within the tolerance of the result: importance weights alone carry
+        # a sample only so far (their bootstrap errors miss what the sample never saw).
+        newest = max(state.populations, key=lambda population: population.index)
+        sampled_frequencies = self.reported_frequencies(
+            newest.sampling_force_constants, eigenvalues_only=True
+        )
+        sampled_near = bool(np.abs(sampled_frequencies - new_frequencies).max() <= tolerance)
+        converged = bool(max_change <= 0.25 * tolerance and max_error <= tolerance and sampled_near)
 
         previous = state.n_force_evaluations
+        mixing = self._mixing(n_new, max_change, max_error)
         record = IterationRecord(
             iteration=len(state.history) + 1,
             n_new_snapshots=n_new,
@@ -574,6 +606,7 @@ class SSCHA:
             min_frequency=float(new_frequencies[: 3 * self.n_atoms - 3].min()),
             n_capped_modes=target.n_capped_modes(settings.max_displacement),
             converged=converged,
+            mixing=mixing,
         )
         state.history.append(record)
         state.fitted_force_constants = fitted
@@ -585,15 +618,43 @@ class SSCHA:
         # needs no more precision than a fraction of the step it takes; close to it,
         # the largest error must fall to 90 % of the tolerance. (The largest of many
         # bootstrap errors is biased high at small samples: no wider margin is needed.)
+        # The target grows at most MAX_SAMPLE_GROWTH-fold per iteration: the bootstrap
+        # of a few snapshots can overestimate the error tenfold (its resamples are nearly
+        # rank-deficient fits), and one such estimate must not commit hundreds of force
+        # evaluations. It never shrinks: a smaller sample only adds noise to the fits.
         target_error = max(0.9 * tolerance, 0.3 * max_change)
         if max_error > target_error:
-            wanted = int(np.ceil(active_ess * (max_error / target_error) ** 2))
-            wanted += wanted % 2
+            wanted = active_ess * min((max_error / target_error) ** 2, MAX_SAMPLE_GROWTH)
+            wanted_even = 2 * int(np.ceil(wanted / 2))
             state.n_target_snapshots = min(
-                max(wanted, state.n_target_snapshots), settings.max_snapshots
+                max(wanted_even, state.n_target_snapshots), settings.max_snapshots
             )
-        state.force_constants = (1 - settings.mixing) * current + settings.mixing * fitted
+        state.force_constants = (1 - mixing) * current + mixing * fitted
         return record
+
+    def _mixing(self, n_new: int, max_change: float, max_error: float) -> float:
+        """The mixing after this iteration: the last one's, adapted to the residual.
+
+        Mixing a fraction a of the fit converges a mode whose fitted frequency responds to
+        the current one with slope g only if a < 2 / (1 - g). A strongly anharmonic soft
+        mode (stiffer now, softer next: g << 0) overshoots at the default a = 0.5 and its
+        residual grows from one iteration to the next. Growth on the same snapshots, or by
+        more than twice the statistical error on new ones, halves a (down to
+        ``MIN_MIXING_FRACTION`` of the setting); a residual that shrinks on the same
+        snapshots raises it by a quarter again (up to the setting), since the slope
+        near self-consistency is often milder than during the first large steps.
+        """
+        history, mixing = self.state.history, self.settings.mixing
+        if not history:
+            return mixing
+        last = history[-1]
+        current = last.mixing if last.mixing is not None else mixing
+        noise = 2 * max_error if n_new else 0.0
+        if max_change > last.max_frequency_change + noise:
+            return max(current / 2, MIN_MIXING_FRACTION * mixing)
+        if n_new == 0 and max_change < last.max_frequency_change:
+            return min(1.25 * current, mixing)
+        return current
 
     def stop_reason(self) -> str | None:
         """Why the run must stop now, or None to go on."""
