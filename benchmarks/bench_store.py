@@ -80,11 +80,11 @@ def replicate(docs: list[dict], blobs: list[dict]) -> tuple[str, str]:
 
 
 def new_store(kind: str, folder: Path):
-    from tdphonon.stores import EMBEDDED_STORE_FILE, _montydb_job_store, _sqlite_job_store
+    from tdphonon.stores import EMBEDDED_STORE_FILE, _montydb_job_store, sqlite_job_store
 
     if kind == "montydb":
         return _montydb_job_store(folder)
-    return _sqlite_job_store(folder / EMBEDDED_STORE_FILE)
+    return sqlite_job_store(folder / EMBEDDED_STORE_FILE)
 
 
 def folder_bytes(folder: Path) -> int:

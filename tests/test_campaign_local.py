@@ -371,3 +371,54 @@ def test_phonondb_collection_sample(shared_dir, monkeypatch):
     assert all(len(structure) <= 10 for _, structure in structures)
     assert names == _cli_names(path, "--max-atoms", "10", "--sample", "20", "--seed", "0")
     assert elapsed < 60, elapsed  # about 1 s on an idle machine
+
+
+PARENT_SCRIPT = """
+import multiprocessing, sys, time
+
+def child(parent, interval):
+    from tdphonon.campaign import _exit_with_parent
+    _exit_with_parent(parent, interval)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    import os
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=child, args=(os.getpid(), 0.1))
+    process.start()
+    print(process.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_end_when_the_campaign_is_killed(tmp_path):
+    """A worker whose campaign process was killed (SIGKILL: no cleanup ran) exits by itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert _running(worker)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not _running(worker):
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its campaign process by 30 s")
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited one that nobody reaped is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False

@@ -244,6 +244,24 @@ def test_job_store_file_and_embedded_layout(tmp_path):
     assert f"metadata.{KEY_FIELD}" in store.docs_store.indexes
 
 
+def test_in_memory_store_is_private_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    docs = sample_docs()
+    first = SQLiteStore(sqlite_store.IN_MEMORY, "docs", indexes=INDEXES)
+    second = SQLiteStore(sqlite_store.IN_MEMORY, "docs", indexes=INDEXES)
+    first.connect()
+    second.connect()
+    first.update(docs)
+    reference = reference_store(docs)
+    criteria = {"uuid": {"$in": ["u1", "u2"]}, "index": {"$gt": 1}}
+    by_id = {"task_id": 1}
+    expected = without_id(reference.query(criteria, sort=by_id))
+    assert same(list(first.query(criteria, sort=by_id)), expected) and expected
+    assert second.count({}) == 0  # one database per store object
+    assert first.name == "sqlite://:memory:/docs"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_locally_with_arrays(tmp_path):
     """Plain jobflow: replaced jobs keep every index, arrays go to the data store."""
     from jobflow import Flow, JobStore, Response, job, run_locally

@@ -324,6 +324,9 @@ def _quote(name: str) -> str:
 
 # -- the store ------------------------------------------------------------------------------
 
+IN_MEMORY = ":memory:"
+"""``database_path`` of a :class:`SQLiteStore` held in memory by its own connection."""
+
 
 class SQLiteStore(Store):
     """A maggma Store in one SQLite file (no server; several processes can share it).
@@ -331,7 +334,9 @@ class SQLiteStore(Store):
     Parameters
     ----------
     database_path : str
-        The SQLite file (created with its folder if missing).
+        The SQLite file (created with its folder if missing), or :data:`IN_MEMORY`
+        (``":memory:"``): a database private to this store object and process, gone when
+        it is closed (a fast scratch store, e.g. for one compound of a campaign).
     collection_name : str
         The collection (a table of the file; several stores may share a file).
     indexes : list of str, optional
@@ -362,7 +367,11 @@ class SQLiteStore(Store):
             raise ValueError(
                 f"collection_name must not be empty or start with '_': {collection_name!r}"
             )
-        self.database_path = os.path.abspath(Path(database_path).expanduser())
+        self.database_path = (
+            IN_MEMORY
+            if str(database_path) == IN_MEMORY
+            else os.path.abspath(Path(database_path).expanduser())
+        )
         self.collection_name = collection_name
         self.indexes = list(indexes or [])
         self.timeout = float(timeout)
@@ -399,13 +408,18 @@ class SQLiteStore(Store):
             if self._connection is not None and self._pid == os.getpid():
                 self._connection.close()
             self._connection = None
-            path = Path(self.database_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            in_memory = self.database_path == IN_MEMORY
+            if not in_memory:
+                Path(self.database_path).parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
-                path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                self.database_path,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
             try:
-                if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
+                if not in_memory and journal.lower() != "wal":
                     connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")
                 connection.execute("BEGIN IMMEDIATE")

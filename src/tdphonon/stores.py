@@ -105,7 +105,9 @@ def _embedded_indexes() -> dict[str, list[str]]:
     return {"docs": list(dict.fromkeys(docs)), "data": ["blob_uuid", "job_uuid", "job_index"]}
 
 
-def _sqlite_job_store(file: Path) -> JobStore:
+def sqlite_job_store(file: Path | str) -> JobStore:
+    """The embedded store's JobStore in the SQLite ``file`` (its collections and indexes);
+    :data:`~tdphonon.sqlite_store.IN_MEMORY` keeps it in memory."""
     indexes = _embedded_indexes()
     docs, data = (
         SQLiteStore(file, _EMBEDDED_COLLECTIONS[name], indexes=indexes[name], key=key)
@@ -152,7 +154,7 @@ def embedded_store(path: str | os.PathLike | None = None) -> JobStore:
             path,
         )
         return _montydb_job_store(path)
-    return _sqlite_job_store(file)
+    return sqlite_job_store(file)
 
 
 def migrate_embedded_store(path: str | os.PathLike | None = None) -> dict[str, int]:
@@ -187,7 +189,7 @@ def migrate_embedded_store(path: str | os.PathLike | None = None) -> dict[str, i
     partial = file.with_name(file.name + ".partial")
     for leftover in path.glob(partial.name + "*"):  # of an interrupted migration
         leftover.unlink()
-    old, new = _montydb_job_store(path), _sqlite_job_store(partial)
+    old, new = _montydb_job_store(path), sqlite_job_store(partial)
     copied = {}
     for old_store, new_store in [
         (old.docs_store, new.docs_store),
