@@ -548,9 +548,8 @@ class ThermalConductivity:
         if ph3.nac_params is not None:
             phonon.nac_params = ph3.nac_params
         phonon.run_mesh(list(self.settings.mesh), is_gamma_center=True)
-        mesh = phonon.get_mesh_dict()
-        frequencies = np.array(mesh["frequencies"], dtype=float)
-        gamma = np.flatnonzero(np.all(np.abs(mesh["qpoints"]) < 1e-8, axis=1))
+        frequencies = np.array(phonon.mesh.frequencies, dtype=float)
+        gamma = np.flatnonzero(np.all(np.abs(phonon.mesh.qpoints) < 1e-8, axis=1))
         if len(gamma):
             frequencies[gamma[0], :3] = np.inf  # acoustic modes at Gamma
         if np.isnan(frequencies).any():
@@ -558,7 +557,7 @@ class ThermalConductivity:
         lowest = int(np.argmin(frequencies.min(axis=1)))
         min_frequency = float(frequencies.min())
         if min_frequency < self.settings.frequency_tolerance:
-            q = ", ".join(f"{x:.3f}" for x in mesh["qpoints"][lowest])
+            q = ", ".join(f"{x:.3f}" for x in phonon.mesh.qpoints[lowest])
             return min_frequency, (
                 f"imaginary phonon modes: {min_frequency:.3f} THz at q = ({q}) on the "
                 f"{'x'.join(map(str, self.settings.mesh))} mesh (dynamically unstable fc2)"

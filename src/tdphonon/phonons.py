@@ -130,9 +130,9 @@ def band_structure(
             labels_dict[label] = np.asarray(coords[label])
     connections = [True] * len(segments)
     phonon.run_band_structure(segments, path_connections=connections, with_eigenvectors=False)
-    result = phonon.get_band_structure_dict()
-    qpoints = np.concatenate(result["qpoints"])
-    frequencies = np.concatenate(result["frequencies"]).T
+    bands = phonon.band_structure
+    qpoints = np.concatenate(bands.qpoints)
+    frequencies = np.concatenate(bands.frequencies).T
     return PhononBandStructureSymmLine(
         qpoints,
         frequencies,
@@ -149,8 +149,8 @@ def density_of_states(
     phonon = _with_force_constants(phonon, force_constants)
     phonon.run_mesh(mesh)
     phonon.run_total_dos()
-    dos = phonon.get_total_dos_dict()
-    return PhononDos(dos["frequency_points"], dos["total_dos"])
+    dos = phonon.total_dos
+    return PhononDos(dos.frequency_points, dos.dos)
 
 
 def labelled_frequencies(band_structure: PhononBandStructureSymmLine) -> dict[str, list[float]]:
@@ -222,8 +222,7 @@ def _mesh_lowest_frequencies(
     """:func:`_lowest_frequencies` on a Gamma-centred q-mesh (length ``mesh``, Å)."""
     phonon = _with_force_constants(phonon, force_constants)
     phonon.run_mesh(mesh, is_gamma_center=True)
-    mesh_dict = phonon.get_mesh_dict()
-    return _lowest_frequencies(phonon, mesh_dict["qpoints"], mesh_dict["frequencies"])
+    return _lowest_frequencies(phonon, phonon.mesh.qpoints, phonon.mesh.frequencies)
 
 
 def mesh_min_frequency(
