@@ -25,11 +25,13 @@ Usage::
     python benchmarks/campaign_phonondb.py select [--total 500] [--max-atoms 10] [--seed 0]
     python benchmarks/campaign_phonondb.py next N     # the next N ids not yet exported
     tdphonon run ../shared/data/phonondb/unitcells.json.xz --ids-file next.txt -T 300 \\
-        --tolerance 0.1 --workers 2 --store campaign-store --no-plots --json run.json
+        --tolerance 0.2 --min-length 8 --max-evaluations 1000 --workers 2 \\
+        --store campaign-store --no-plots --json run.json
     tdphonon analyze --store campaign-store --export \\
         benchmarks/results/campaign_phonondb/part-<K>.json.xz
     python benchmarks/campaign_phonondb.py status     # done / failed / remaining
     python benchmarks/campaign_phonondb.py report     # analysis of every piece, families
+    python benchmarks/campaign_phonondb.py compare --before OLD --after NEW [--json F]
 """
 
 from __future__ import annotations
@@ -200,8 +202,65 @@ def report(figures: Path) -> dict[str, Any]:
     return summary
 
 
+def compare(before: list[Path], after: list[Path]) -> dict[str, Any]:
+    """The same crystals run twice (same protocol and seed, e.g. before and after a change of
+    the sampling): force evaluations, status, and whether every labelled-point frequency and
+    sigma^A agree within three combined standard errors (converged rows only)."""
+    import numpy as np
+
+    from tdphonon.analysis import read_campaign
+
+    old = read_campaign(before)[0].drop_duplicates("id", keep="last").set_index("id")
+    new = read_campaign(after)[0].drop_duplicates("id", keep="last").set_index("id")
+    rows = []
+    for key in sorted(set(old.index) & set(new.index), key=lambda k: new.loc[k, "formula"]):
+        a, b = old.loc[key], new.loc[key]
+        row = {
+            "material": b["material"],
+            "formula": b["formula"],
+            "status": [a["status"], b["status"]],
+            "n_force_evaluations": [int(a["n_force_evaluations"]), int(b["n_force_evaluations"])],
+            "sigma_a": [float(a["sigma_a"]), float(b["sigma_a"])],
+        }
+        if a["status"] == b["status"] == "completed":
+            fa, fb = json.loads(a["frequencies"]), json.loads(b["frequencies"])
+            ea, eb = json.loads(a["frequency_errors"]), json.loads(b["frequency_errors"])
+            z = np.concatenate(
+                [
+                    np.abs(np.subtract(fa[q], fb[q])) / np.maximum(np.hypot(ea[q], eb[q]), 1e-6)
+                    for q in fa
+                ]
+            )
+            row["max_frequency_z"] = float(z.max())
+            row["modes_within_3_sigma"] = float(np.mean(z <= 3.0))
+            row["sigma_a_z"] = float(
+                abs(a["sigma_a"] - b["sigma_a"]) / np.hypot(a["sigma_a_error"], b["sigma_a_error"])
+            )
+        rows.append(row)
+    evaluations = np.array([r["n_force_evaluations"] for r in rows], dtype=float)
+    both = [r for r in rows if "max_frequency_z" in r]
+    summary = {
+        "n_crystals": len(rows),
+        "completed": [
+            sum(r["status"][0] == "completed" for r in rows),
+            sum(r["status"][1] == "completed" for r in rows),
+        ],
+        "force_evaluations": evaluations.sum(axis=0).tolist() if len(rows) else [0, 0],
+        "evaluation_ratio": float(evaluations[:, 0].sum() / evaluations[:, 1].sum())
+        if len(rows)
+        else float("nan"),
+        "completed_in_both": len(both),
+        "modes_within_3_sigma": float(np.mean([r["modes_within_3_sigma"] for r in both]))
+        if both
+        else float("nan"),
+        "sigma_a_within_3_sigma": sum(r["sigma_a_z"] <= 3 for r in both),
+        "crystals": rows,
+    }
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``select``, ``next N``, ``status``, ``report``."""
+    """``select``, ``next N``, ``status``, ``report``, ``compare``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     choose = sub.add_parser("select", help="write selection.json")
@@ -218,7 +277,29 @@ def main(argv: list[str] | None = None) -> int:
     analysis.add_argument(
         "--figures", type=Path, default=HERE.parent / "docs" / "figures" / "campaign-phonondb"
     )
+    twice = sub.add_parser("compare", help="the same crystals in two sets of pieces")
+    twice.add_argument("--before", type=Path, nargs="+", required=True)
+    twice.add_argument("--after", type=Path, nargs="+", required=True)
+    twice.add_argument("--json", type=Path, help="write the comparison here")
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        result = compare(args.before, args.after)
+        for row in result["crystals"]:
+            print(
+                f"{row['formula']:>12} {row['material']:>10} {row['status'][0]:>13} -> "
+                f"{row['status'][1]:<13} evaluations {row['n_force_evaluations'][0]:>5} -> "
+                f"{row['n_force_evaluations'][1]:<5}"
+                + (
+                    f" modes within 3 sigma {row['modes_within_3_sigma']:.0%}, "
+                    f"sigma_a z {row['sigma_a_z']:.1f}"
+                    if "max_frequency_z" in row
+                    else ""
+                )
+            )
+        print({k: v for k, v in result.items() if k != "crystals"})
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
     if args.command == "report":
         summary = report(args.figures)
         print(json.dumps({"families": summary["families"], "model": summary["model"]}, indent=1))
