@@ -258,6 +258,7 @@ def test_in_memory_store_is_private_and_leaves_no_file(tmp_path, monkeypatch):
     expected = without_id(reference.query(criteria, sort=by_id))
     assert same(list(first.query(criteria, sort=by_id)), expected) and expected
     assert second.count({}) == 0  # one database per store object
+    assert first != second and first == first
     assert first.name == "sqlite://:memory:/docs"
     assert list(tmp_path.iterdir()) == []
 

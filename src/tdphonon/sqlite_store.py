@@ -450,9 +450,11 @@ class SQLiteStore(Store):
             self._connection, self._pid = None, None
 
     def __eq__(self, other: object) -> bool:
-        """Same file, collection and ``last_updated_field``."""
+        """Same file, collection and ``last_updated_field`` (an in-memory store: itself)."""
         if not isinstance(other, SQLiteStore):
             return False
+        if self.database_path == IN_MEMORY:
+            return self is other
         fields = ["database_path", "collection_name", "last_updated_field"]
         return all(getattr(self, f) == getattr(other, f) for f in fields)
 
