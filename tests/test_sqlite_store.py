@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import pickle
+import sqlite3
+import threading
+import time
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -364,6 +367,27 @@ def test_two_processes_lose_nothing(tmp_path):
         assert sorted(d["i"] for d in store.query({"uuid": {"$regex": f"^{w}-"}})) == list(range(n))
     shared = [d["uuid"] for d in store.query({"uuid": {"$regex": "^shared-"}})]
     assert sorted(shared) == sorted(f"shared-{i}" for i in range(n))  # one each, no duplicates
+
+
+def test_connect_waits_for_a_writer_to_switch_to_wal(tmp_path):
+    """SQLite refuses the switch to WAL at once while another connection writes (no busy
+    handler); connect retries until the writer commits instead of failing."""
+    path = tmp_path / "rollback.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO other VALUES (1)")
+    committer = threading.Timer(0.5, writer.execute, args=("COMMIT",))
+    committer.start()
+    store = SQLiteStore(str(path), "docs", key="uuid", timeout=30)
+    started = time.monotonic()
+    store.connect()
+    committer.join()
+    assert time.monotonic() - started >= 0.4
+    assert store._collection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.update({"uuid": "a"})
+    assert store.count() == 1
+    writer.close()
 
 
 def test_lookups_read_only_what_they_select(tmp_path, monkeypatch):

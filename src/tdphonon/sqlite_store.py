@@ -32,6 +32,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -318,6 +319,27 @@ def _sort(docs: list[dict], sort: dict[str, Sort | int]) -> list[dict]:
     return docs
 
 
+def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode, retrying for up to ``timeout`` s while it is locked.
+
+    Leaving the rollback journal needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without its busy handler, when another connection holds a write lock
+    (two processes creating the same file at the same moment).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.1)
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -418,9 +440,8 @@ class SQLiteStore(Store):
                 check_same_thread=False,
             )
             try:
-                journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
-                if not in_memory and journal.lower() != "wal":
-                    connection.execute("PRAGMA journal_mode=WAL")
+                if not in_memory:
+                    _switch_to_wal(connection, self.timeout)
                 connection.execute("PRAGMA synchronous=NORMAL")
                 connection.execute("BEGIN IMMEDIATE")
                 for statement in (
