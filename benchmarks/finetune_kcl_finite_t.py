@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -154,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-reference", action="store_true", help="no pypolymlp MLPSSCHA")
     parser.add_argument("--epochs", type=int, help="tdphonon finetune --epochs (default: its own)")
     parser.add_argument(
+        "--finetune-args",
+        default="",
+        help="further tdphonon finetune options, one string (e.g. '--trainable all')",
+    )
+    parser.add_argument(
         "--json", type=Path, default=HERE / "results" / "finetune_kcl_finite_t.json"
     )
     args = parser.parse_args(argv)
@@ -166,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (tuned / "provenance.json").exists():
         epochs = ["--epochs", str(args.epochs)] if args.epochs else []
         _tdphonon("finetune", str(DATA), "--base", args.base, "--out", str(tuned),
-                  "--json", str(work / "finetune.json"), "-q", *epochs)  # fmt: skip
+                  "--json", str(work / "finetune.json"), "-q", *epochs,
+                  *shlex.split(args.finetune_args))  # fmt: skip
     training_s = time.perf_counter() - start
     provenance = json.loads((tuned / "provenance.json").read_text())
 

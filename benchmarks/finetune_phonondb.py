@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_LR = 3e-4
 sys.path.insert(0, str(HERE))
 
 
@@ -167,6 +168,7 @@ def run_point(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
     )
     point = f"train{args.n_train}-d{args.max_displacements}-{args.trainable}-e{args.epochs}"
+    point += f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else ""
     result = finetune(
         args.base,
         train,
@@ -373,9 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-supercell-atoms", type=int, default=130)
     parser.add_argument("--max-displacements", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--trainable", default="last-block")
+    parser.add_argument(
+        "--trainable", default="last-block", help="all, last-block, interactions or readout"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default="/tmp/tdphonon-finetune-phonondb")

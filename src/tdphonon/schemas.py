@@ -1,10 +1,13 @@
 """Output documents of the tdphonon jobs (pydantic, atomate2 style).
 
-Arrays are :data:`Array` fields: numpy arrays in Python, nested lists once serialised
+Small arrays are :data:`Array` fields: numpy arrays in Python, nested lists once serialised
 (jobflow / monty), numpy again when a document is read back. The large ones (force
-constants, snapshot displacements and forces) are named in the ``data=`` argument of the
-jobs, so a :class:`jobflow.JobStore` puts them into its additional ``"data"`` store
-(GridFS on MongoDB) and the documents themselves stay far below MongoDB's 16 MB limit.
+constants, snapshot displacements and forces, fc3, mode-resolved kappa data) are
+:data:`LargeArray` fields, serialised as :class:`PackedArray` (raw float64 bytes, base64)
+and named in the ``data=`` argument of the jobs, so a :class:`jobflow.JobStore` puts them
+into its additional ``"data"`` store (GridFS on MongoDB) and the documents themselves stay
+far below MongoDB's 16 MB limit. Read from a store by hand, such an array is a dict;
+:func:`as_array` (or monty's decoder) turns it back into numpy.
 
 Each document class has one summary, derived from its fields (:meth:`Document.summarise`):
 the command line's tables and JSON files and :class:`tdphonon.query.CampaignResults` use it.
@@ -14,6 +17,7 @@ Units: Å, eV, eV/Å (forces), eV/Å² (force constants), THz (frequencies), K.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import types
@@ -48,6 +52,8 @@ __all__ = [
     "HarmonicPhononDoc",
     "JobFailureDoc",
     "KappaDoc",
+    "LargeArray",
+    "PackedArray",
     "PopulationDoc",
     "PopulationPointer",
     "SSCHAContinuation",
@@ -57,24 +63,73 @@ __all__ = [
     "Summary",
     "ThermalConductivityDoc",
     "ThirdOrderForceConstantsDoc",
+    "as_array",
     "summary_fields",
 ]
 
 
-def _as_float_array(value: Any) -> np.ndarray:
-    if isinstance(value, dict) and "blob_uuid" in value:
-        raise ValueError(
-            "array not loaded from the additional store (query the JobStore with load=True)"
-        )
+class PackedArray:
+    """A float array as stored: its shape and its float64 bytes (little-endian), base64.
+
+    Serialising a large array as nested lists costs far more than computing it: jobflow
+    sanitises every output twice and searches it once per data-store key, element by
+    element, and JSON writes and parses every number as text. Packed, each of these touches
+    one string, and the stored text is half as long. The ``@module``/``@class`` keys make
+    monty's decoder (and so jobflow's references) return a numpy array.
+    """
+
+    @staticmethod
+    def pack(array: Any) -> dict[str, Any]:
+        """The serialised form of ``array`` (converted to float64)."""
+        array = np.ascontiguousarray(array, dtype="<f8")
+        return {
+            "@module": __name__,
+            "@class": "PackedArray",
+            "shape": list(array.shape),
+            "base64": base64.b64encode(array.tobytes()).decode("ascii"),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> np.ndarray:
+        """The numpy array of a serialised form (monty's decoder calls this)."""
+        data = np.frombuffer(base64.b64decode(d["base64"]), dtype="<f8")
+        return data.reshape(d["shape"]).astype(float)
+
+
+def as_array(value: Any) -> np.ndarray:
+    """A float numpy array from an array, nested lists or a :class:`PackedArray` dict.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is the reference to an array left in the data store (a query without
+        ``load=True``).
+    """
+    if isinstance(value, dict):
+        if "blob_uuid" in value:
+            raise ValueError(
+                "array not loaded from the additional store (query the JobStore with load=True)"
+            )
+        if "base64" in value:
+            return PackedArray.from_dict(value)
     return np.asarray(value, dtype=float)
 
 
 #: A float array: numpy in Python, a nested list when serialised.
 Array = Annotated[
     np.ndarray,
-    PlainValidator(_as_float_array),
+    PlainValidator(as_array),
     PlainSerializer(lambda array: np.asarray(array).tolist(), return_type=list),
     WithJsonSchema({"type": "array", "items": {}}),
+]
+
+#: A large float array (the data store's): numpy in Python, a :class:`PackedArray` dict
+#: when serialised.
+LargeArray = Annotated[
+    np.ndarray,
+    PlainValidator(as_array),
+    PlainSerializer(PackedArray.pack, return_type=dict),
+    WithJsonSchema({"type": "object", "properties": {"shape": {}, "base64": {}}}),
 ]
 
 # -- summaries ---------------------------------------------------------------------------------
@@ -237,21 +292,21 @@ class HarmonicPhononDoc(Document):
         description="Supercell matrix applied to the standard primitive cell"
     )
     n_supercell_atoms: int = Field(description="Number of atoms in the supercell")
-    force_constants: Array = Field(
+    force_constants: LargeArray = Field(
         description="Full supercell force constants, shape (N, N, 3, 3), eV/Å² (data store)"
     )
-    displacements: Array | None = Field(
+    displacements: LargeArray | None = Field(
         None,
         description="Finite displacements of the supercell, shape (n, N, 3), Å (data store); "
         "None when the force constants came from a previous phonon document",
     )
-    forces: Array | None = Field(
+    forces: LargeArray | None = Field(
         None,
         description="Forces of the displaced supercells, shape (n, N, 3), eV/Å, reference "
         "forces not subtracted (data store)",
     )
     reference_energy: float = Field(description="Energy of the undisplaced supercell, eV")
-    reference_forces: Array = Field(
+    reference_forces: LargeArray = Field(
         description="Forces of the undisplaced supercell, shape (N, 3), eV/Å (data store)"
     )
     band_structure: PhononBandStructureSymmLine = Field(
@@ -294,12 +349,12 @@ class PopulationDoc(Document):
 
     index: int = Field(description="Running number at this temperature (its random stream)")
     n_snapshots: int = Field(description="Number of snapshots (antithetic pairs)")
-    displacements: Array = Field(description="Displacements, shape (n, N, 3), Å (data store)")
-    forces: Array = Field(
+    displacements: LargeArray = Field(description="Displacements, shape (n, N, 3), Å (data store)")
+    forces: LargeArray = Field(
         description="Forces, shape (n, N, 3), eV/Å, reference not subtracted (data store)"
     )
-    energies: Array = Field(description="Supercell energies, shape (n,), eV (data store)")
-    sampling_force_constants: Array = Field(
+    energies: LargeArray = Field(description="Supercell energies, shape (n,), eV (data store)")
+    sampling_force_constants: LargeArray = Field(
         description="Force constants whose thermal distribution generated the snapshots, "
         "shape (N, N, 3, 3), eV/Å² (data store)"
     )
@@ -368,7 +423,7 @@ class SSCHAIterationDoc(_IterationFields):  # type: ignore[misc,valid-type]
     population: PopulationDoc | None = Field(
         None, description="Population drawn in this iteration (arrays in the data store)"
     )
-    force_constants: Array | None = Field(
+    force_constants: LargeArray | None = Field(
         None,
         description="Force constants after this iteration (start of the next), "
         "(N, N, 3, 3), eV/Å² (data store); None in the final iteration, whose force "
@@ -385,7 +440,7 @@ class SSCHATemperatureDoc(Document):
     statistics: str = Field(description="'quantum' (Bose-Einstein) or 'classical'")
     structure: Structure = Field(description="Standard primitive cell")
     supercell_matrix: list[list[int]] = Field(description="Supercell of the standard primitive")
-    force_constants: Array = Field(
+    force_constants: LargeArray = Field(
         description="Renormalised (SSCHA) supercell force constants, (N, N, 3, 3), eV/Å² "
         "(data store)"
     )
@@ -568,8 +623,10 @@ class ThirdOrderForceConstantsDoc(Document):
         description="fc3 supercell of the unit cell (phonopy convention)"
     )
     n_supercell_atoms: int = Field(description="Atoms of the fc3 supercell")
-    fc3: Array = Field(description="Compact fc3, shape (n_unit, N, N, 3, 3, 3), eV/Å³ (data store)")
-    fc2: Array | None = Field(
+    fc3: LargeArray = Field(
+        description="Compact fc3, shape (n_unit, N, N, 3, 3, 3), eV/Å³ (data store)"
+    )
+    fc2: LargeArray | None = Field(
         None, description="fc2 fitted from the same supercells, (n_unit, N, 3, 3), eV/Å² (data)"
     )
     method: str = Field(description="'random' (random displacements + symfc) or 'finite'")
@@ -601,17 +658,19 @@ class KappaDoc(Document):
     fc2_supercell_matrix: list[list[int]] = Field(description="fc2 supercell (phonopy)")
     fc3_supercell_matrix: list[list[int]] = Field(description="fc3 supercell (phonopy)")
     settings: dict[str, Any] = Field(description="ConductivitySettings (mesh, method, ...)")
-    qpoints: Array | None = Field(None, description="Irreducible q-points (data store)")
-    weights: Array | None = Field(None, description="Their weights (data store)")
-    frequencies: Array | None = Field(None, description="(n_q, n_band), THz (data store)")
-    group_velocities: Array | None = Field(None, description="(n_q, n_band, 3), THz Å (data store)")
-    gammas: Array | None = Field(
+    qpoints: LargeArray | None = Field(None, description="Irreducible q-points (data store)")
+    weights: LargeArray | None = Field(None, description="Their weights (data store)")
+    frequencies: LargeArray | None = Field(None, description="(n_q, n_band), THz (data store)")
+    group_velocities: LargeArray | None = Field(
+        None, description="(n_q, n_band, 3), THz Å (data store)"
+    )
+    gammas: LargeArray | None = Field(
         None, description="Linewidths (n_T, n_q, n_band), THz (data store)"
     )
-    mode_kappa: Array | None = Field(
+    mode_kappa: LargeArray | None = Field(
         None, description="Mode kappa (n_T, n_q, n_band, 6), W/m-K (data store)"
     )
-    heat_capacities: Array | None = Field(
+    heat_capacities: LargeArray | None = Field(
         None, description="Mode heat capacities (n_T, n_q, n_band), eV/K (data store)"
     )
     wall_time: float = Field(description="Seconds spent")

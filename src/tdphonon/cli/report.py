@@ -244,8 +244,7 @@ def export_phonopy(
     harmonic: dict[str, Any], results: Sequence[dict[str, Any]], directory: Path
 ) -> list[Path]:
     """phonopy_harmonic.yaml and phonopy_<T>K.yaml with force constants."""
-    import numpy as np
-
+    from tdphonon.schemas import as_array
     from tdphonon.structures import make_phonopy
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -256,7 +255,7 @@ def export_phonopy(
         phonon = make_phonopy(
             doc["structure"], doc["supercell_matrix"], nac_params=harmonic.get("nac_params")
         )
-        phonon.force_constants = np.asarray(doc["force_constants"], dtype=float)
+        phonon.force_constants = as_array(doc["force_constants"])
         path = directory / f"phonopy_{tag}.yaml"
         phonon.save(path, settings={"force_constants": True})
         paths.append(path)

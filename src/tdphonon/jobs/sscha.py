@@ -66,6 +66,7 @@ from tdphonon.schemas import (
     SSCHAIterationDoc,
     SSCHATemperatureDoc,
     StoredOutput,
+    as_array,
 )
 from tdphonon.sscha import (
     SSCHA,
@@ -536,10 +537,10 @@ def _load_state(store: JobStore, continuation: SSCHAContinuation) -> SSCHAState:
             raise RuntimeError(f"population {pointer.population_index} not found at {pointer}")
         populations.append(
             Population(
-                displacements=np.asarray(data["displacements"], dtype=float),
-                forces=np.asarray(data["forces"], dtype=float),
-                energies=np.asarray(data["energies"], dtype=float),
-                sampling_force_constants=np.asarray(data["sampling_force_constants"], dtype=float),
+                displacements=as_array(data["displacements"]),
+                forces=as_array(data["forces"]),
+                energies=as_array(data["energies"]),
+                sampling_force_constants=as_array(data["sampling_force_constants"]),
                 index=data["index"],
             )
         )
@@ -547,7 +548,7 @@ def _load_state(store: JobStore, continuation: SSCHAContinuation) -> SSCHAState:
         store, continuation.force_constants, "force_constants", ["force_constants"]
     )
     return SSCHAState(
-        force_constants=np.asarray(force_constants, dtype=float),
+        force_constants=as_array(force_constants),
         populations=populations,
         n_target_snapshots=continuation.n_target_snapshots,
         n_populations_drawn=continuation.n_populations_drawn,
@@ -572,14 +573,15 @@ def _harmonic_force_constants(
         load={"data": ["force_constants"]},
     )
     force_constants = None if doc is None else doc.get("output", {}).get("force_constants")
-    if force_constants is None or isinstance(force_constants, dict):
+    unloaded = isinstance(force_constants, dict) and "blob_uuid" in force_constants
+    if force_constants is None or unloaded:
         reason = (
             f"not computed: the harmonic force constants (job {harmonic.harmonic_uuid}) "
             "are not in the store"
         )
         logger.warning("renormalisation measures %s", reason)
         return None, reason
-    return np.asarray(force_constants, dtype=float), "ok"
+    return as_array(force_constants), "ok"
 
 
 def _temperature_doc(
