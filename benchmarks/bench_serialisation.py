@@ -87,7 +87,9 @@ def round_trip(output: Any, n_atoms: int) -> dict[str, float]:
     arrays = {k: as_array(doc["output"][k]) for k in DATA_KEYS[1:]}
     read = time.process_time()
     assert arrays["sampling_force_constants"].shape == (n_atoms, n_atoms, 3, 3)
-    text = sum(len(row[0]) for row in store.docs_store._collection.execute("SELECT doc FROM outputs"))
+    text = sum(
+        len(row[0]) for row in store.docs_store._collection.execute("SELECT doc FROM outputs")
+    )
     blobs = store.additional_stores["data"]._collection
     text += sum(len(row[0]) for row in blobs.execute("SELECT doc FROM outputs_blobs"))
     store.close()

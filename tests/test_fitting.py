@@ -60,17 +60,19 @@ def test_fit_many_gives_the_numbers_of_refitting_every_weight_vector(emt_snapsho
     )
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 2**30], ids=["one-snapshot-chunks", "one-chunk"])
 def test_every_memory_path_gives_the_same_normal_equations(
-    al_emt_phonon, emt_snapshots, monkeypatch
+    al_emt_phonon, emt_snapshots, monkeypatch, chunk_bytes
 ):
     """The design map kept whole, or rebuilt per batch of atoms; snapshots in one pass, or
-    one at a time: the same normal equations."""
+    one at a time; normal matrices one snapshot at a time: the same normal equations."""
     fitter, displacements, forces = emt_snapshots
     weights = np.random.default_rng(1).uniform(0, 2, (3, len(displacements)))
     expected = fitter.normal_equations(displacements, forces, weights)
     assert fitter._cached_design_map is not None
     monkeypatch.setattr(fitting, "DESIGN_MAP_BYTES", 0)
-    monkeypatch.setattr(fitting, "NORMAL_EQUATION_BYTES", 1)
+    monkeypatch.setattr(fitting, "NORMAL_EQUATION_BYTES", chunk_bytes)
+    monkeypatch.setattr(fitting, "GRAM_BYTES", 1)
     fresh = ForceConstantFitter(al_emt_phonon.supercell)
     assert fresh._cached_design_map is None
     assert len(fresh._atom_batches()) > 1
