@@ -86,7 +86,7 @@ def test_campaign_in_worker_processes(pool_run):
     assert pool_run["code"] == 0  # failed structures do not fail the command
     rows = _rows(pool_run["report"])
     assert rows["Al"]["status"] == rows["Cu"]["status"] == "completed"
-    assert rows["Al"]["wall_s"] > 0 and not rows["Al"]["skipped"]
+    assert rows["Al"]["wall_s"] > 0 and rows["Al"]["cpu_s"] > 0 and not rows["Al"]["skipped"]
     assert rows["isolated"]["status"] == "failed"
     assert rows["isolated"]["failure"].startswith("harmonic: ")
     assert rows["NaCl"]["status"] == "failed"

@@ -908,6 +908,7 @@ class _Outcome:
     reason: str | None = None
     failure: str | None = None  # the kind of failure: "<stage>: <error type>"
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the process that ran it (all its threads)
     docs: list[dict[str, Any]] = field(default_factory=list)
     blobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -944,12 +945,16 @@ def _run_material(maker: CampaignMaker, task: _Task) -> _Outcome:
     from tdphonon.query import CampaignResults
     from tdphonon.stores import run_flow
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
 
     def failed(kind: str, error: BaseException) -> _Outcome:
         reason = f"{type(error).__name__}: {_one_line(error)}"
         return _Outcome(
-            "failed", reason, f"{kind}: {type(error).__name__}", time.perf_counter() - start
+            "failed",
+            reason,
+            f"{kind}: {type(error).__name__}",
+            time.perf_counter() - start,
+            time.process_time() - start_cpu,
         )
 
     try:
@@ -986,6 +991,7 @@ def _run_material(maker: CampaignMaker, task: _Task) -> _Outcome:
         for name, data in store.additional_stores.items()
     }
     outcome.wall_s = time.perf_counter() - start
+    outcome.cpu_s = time.process_time() - start_cpu
     return outcome
 
 
@@ -1076,7 +1082,8 @@ class CampaignReport:
         converge), ``failure`` (the kind of failure, ``<stage>: <error type>``, e.g.
         ``harmonic: NonFiniteForcesError``, ``invalid: UnsupportedElementError`` for a
         structure that could not be made into a flow), ``skipped`` (True: found in the
-        store, not run again) and ``wall_s`` (s, of this run).
+        store, not run again), ``wall_s`` and ``cpu_s`` (s, of this run: its wall time,
+        and the CPU time of the process that ran it, all threads; core-seconds).
     workers : int
         Processes that ran the materials.
     wall_s : float
@@ -1222,6 +1229,7 @@ def run_campaign(
             "failure": None,
             "skipped": False,
             "wall_s": 0.0,
+            "cpu_s": 0.0,
         }
         rows.append(row)
         try:
@@ -1279,6 +1287,7 @@ def run_campaign(
             reason=outcome.reason,
             failure=outcome.failure,
             wall_s=round(outcome.wall_s, 2),
+            cpu_s=round(outcome.cpu_s, 2),
         )
         failed += outcome.status == "failed"
         if bar is not None:
