@@ -117,3 +117,72 @@ def test_default_supercell_contains_zone_boundary_points(name, labels):
     phonon = make_phonopy(structure, choose_supercell_matrix(structure, 10.0))
     products = qpoints @ phonon.supercell_matrix  # q . supercell vectors (columns)
     np.testing.assert_allclose(products, np.rint(products), atol=1e-8)
+
+
+def test_sublattices_of_each_index_are_enumerated_once():
+    """The number of sublattices of index n of Z^3 is sum_{d|n} d sigma(d) (7, 13, 35, 31)."""
+    from tdphonon.structures import _hermite_normal_forms
+
+    for n, expected in [(2, 7), (3, 13), (4, 35), (5, 31)]:
+        forms = _hermite_normal_forms(n)
+        assert len(forms) == expected
+        assert np.all(np.rint(np.linalg.det(forms)) == n)
+
+
+@pytest.mark.parametrize(
+    ("structure", "cells"),
+    [
+        # wurtzite CdS (P6_3mc): near-cubic 16-cell supercells broke the 6-fold axis;
+        # the in-plane 2x2 keeps it and its images are 2a = 8.3 Å apart
+        (
+            Structure(
+                Lattice.hexagonal(4.14, 6.72),
+                ["Cd", "Cd", "S", "S"],
+                [
+                    [1 / 3, 2 / 3, 0],
+                    [2 / 3, 1 / 3, 0.5],
+                    [1 / 3, 2 / 3, 0.377],
+                    [2 / 3, 1 / 3, 0.877],
+                ],
+            ),
+            8,
+        ),
+        # body-centred tetragonal CaC2 (I4/mmm): the near-cubic 16-cell supercell broke the
+        # 4-fold axis; every sublattice up to that size is searched for one that keeps it
+        (
+            Structure(
+                Lattice.tetragonal(3.88, 6.37),
+                ["Ca", "Ca", "C", "C", "C", "C"],
+                [
+                    [0, 0, 0],
+                    [0.5, 0.5, 0.5],
+                    [0, 0, 0.405],
+                    [0, 0, 0.595],
+                    [0.5, 0.5, 0.905],
+                    [0.5, 0.5, 0.095],
+                ],
+            ),
+            None,
+        ),
+    ],
+    ids=["wurtzite", "body-centred-tetragonal"],
+)
+def test_default_supercell_keeps_the_point_group(structure, cells):
+    """The chosen supercell has the point group of the crystal (phonopy's own check), its
+    images are min_length apart and it contains the zone-boundary points."""
+    from tdphonon.structures import keeps_point_group, lattice_rotations, zone_boundary_qpoints
+
+    primitive = standard_primitive(structure)
+    matrix = choose_supercell_matrix(primitive, min_length=8.0)
+    phonon = make_phonopy(primitive, matrix)
+    assert phonon.symmetry.pointgroup_symbol == phonon.primitive_symmetry.pointgroup_symbol
+    assert keeps_point_group(matrix.T, lattice_rotations(primitive))
+    assert minimum_image_distance(phonon) >= 8.0 - 1e-6
+    products = zone_boundary_qpoints(primitive) @ matrix
+    np.testing.assert_allclose(products, np.rint(products), atol=1e-8)
+    if cells is not None:
+        assert round(np.linalg.det(matrix)) == cells
+    # a supercell that breaks it is recognised
+    assert not keeps_point_group(
+        np.array([[1, 1, 0], [0, 2, 0], [0, 0, 1]]), lattice_rotations(primitive)
+    )

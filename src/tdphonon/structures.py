@@ -19,6 +19,7 @@ Units: Å.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import warnings
@@ -304,9 +305,87 @@ def zone_boundary_qpoints(structure: Structure) -> NDArray[np.float64]:
     return points[halves]
 
 
-def _candidates(lattice: NDArray[np.float64], volume: float, max_cells: int):
-    """Integer matrices (rows multiply ``lattice``) closest to cubic shapes, by size."""
-    yield np.diag(np.ones(3, dtype=int))
+def lattice_rotations(structure: Structure, symprec: float = 1e-3) -> NDArray[np.int_]:
+    """The rotations of the crystal's space group in its lattice basis (spglib's), ``(n, 3, 3)``.
+
+    They act on fractional coordinates: ``x -> R x + t``.
+    """
+    dataset = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_dataset()
+    return np.unique(np.asarray(dataset.rotations, dtype=int), axis=0)
+
+
+def keeps_point_group(matrix: NDArray[np.int_], rotations: NDArray[np.int_]) -> bool:
+    """Whether the supercell lattice is mapped onto itself by every rotation.
+
+    ``matrix`` has the supercell vectors as rows, in units of the lattice vectors (the
+    transpose of phonopy's convention). The supercell translations are ``matrix.T @ n``
+    (fractional, integer ``n``); ``R`` maps them onto themselves when
+    ``inv(matrix.T) @ R @ matrix.T`` is integer. A supercell that does not keeps fewer
+    symmetries than the crystal: the fitted force constants and the phonons lose the
+    degeneracies the lost operations impose (phonopy warns that the point groups of
+    supercell and primitive cell differ).
+    """
+    columns = np.asarray(matrix, dtype=float).T
+    conjugated = np.linalg.inv(columns) @ rotations @ columns
+    return bool(np.allclose(conjugated, np.rint(conjugated), atol=1e-6))
+
+
+def _hermite_normal_forms(n_cells: int) -> NDArray[np.int_]:
+    """Every sublattice of index ``n_cells`` once: lower-triangular Hermite normal forms
+    (rows generate it; ``0 <= H[i, j] < H[j, j]`` below the diagonal), ``(k, 3, 3)``."""
+    forms = []
+    for a in range(1, n_cells + 1):
+        if n_cells % a:
+            continue
+        for c in range(1, n_cells // a + 1):
+            if (n_cells // a) % c:
+                continue
+            b, d, e = (x.ravel() for x in np.meshgrid(range(a), range(a), range(c)))
+            block = np.zeros((len(b), 3, 3), dtype=int)
+            block[:, 0, 0], block[:, 1, 1], block[:, 2, 2] = a, c, n_cells // (a * c)
+            block[:, 1, 0], block[:, 2, 0], block[:, 2, 1] = b, d, e
+            forms.append(block)
+    return np.concatenate(forms)
+
+
+def _symmetric_commensurate(
+    n_cells: int, rotations: NDArray[np.int_], qpoints: NDArray[np.float64]
+) -> NDArray[np.int_]:
+    """The supercell matrices (rows) of ``n_cells`` cells commensurate with ``qpoints`` that
+    keep the point group (:func:`keeps_point_group`), ``(k, 3, 3)``."""
+    forms = _hermite_normal_forms(n_cells)
+    products = np.einsum("qj,kij->kqi", qpoints, forms)
+    forms = forms[np.all(np.abs(products - np.rint(products)) < 1e-6, axis=(1, 2))]
+    columns = forms.transpose(0, 2, 1).astype(float)
+    conjugated = np.linalg.inv(columns)[:, None] @ rotations[None] @ columns[:, None]
+    return forms[np.all(np.abs(conjugated - np.rint(conjugated)) < 1e-6, axis=(1, 2, 3))]
+
+
+def _conventional_transformation(structure: Structure, symprec: float) -> NDArray[np.int_]:
+    """Rows of the standard conventional cell in units of the lattice vectors of
+    ``structure`` (a standard primitive cell); the identity if it is not an integer matrix."""
+    conventional = SpacegroupAnalyzer(structure, symprec=symprec)
+    lattice = conventional.get_conventional_standard_structure().lattice.matrix
+    transformation = lattice @ np.linalg.inv(structure.lattice.matrix)
+    if np.abs(transformation - np.rint(transformation)).max() > 1e-3:
+        return np.eye(3, dtype=int)
+    transformation = np.rint(transformation).astype(int)
+    return transformation if round(np.linalg.det(transformation)) > 0 else -transformation
+
+
+def _candidates(structure: Structure, min_length: float, max_cells: int, symprec: float):
+    """Integer matrices (rows multiply the lattice of ``structure``): diagonal multiples of
+    the cell and of its conventional cell up to images ``min_length`` apart in every
+    direction (and one more), and the matrices closest to cubic shapes of each size."""
+    lattice, volume = structure.lattice.matrix, structure.volume
+    for base in (np.eye(3, dtype=int), _conventional_transformation(structure, symprec)):
+        vectors = base @ lattice
+        widths = abs(np.linalg.det(vectors)) / np.linalg.norm(
+            np.cross(np.roll(vectors, -1, 0), np.roll(vectors, -2, 0)), axis=1
+        )
+        bounds = np.ceil(min_length / widths - 1e-8).astype(int) + 1
+        for multiples in itertools.product(*(range(1, b + 1) for b in bounds)):
+            yield np.diag(multiples) @ base
     inverse = np.linalg.inv(lattice)
     for n_cells in range(1, max_cells + 1):
         for shape in _SHAPES:
@@ -322,14 +401,17 @@ def choose_supercell_matrix(
     min_length: float = 10.0,
     max_atoms: int = 600,
     qpoints: NDArray[np.float64] | None = None,
+    symprec: float = 1e-3,
 ) -> NDArray[np.int_]:
-    """The smallest near-cubic supercell with images ``min_length`` Å apart.
+    """The smallest supercell with images ``min_length`` Å apart that keeps the symmetry.
 
-    Candidates are the integer matrices closest to simple-, face- and body-centred
-    cubic shapes of each size (Hart-Forcade style rounding of :math:`s T L^{-1}`), the
-    same doubled, and diagonal supercells. Among those whose periodic images are at
-    least ``min_length`` apart, the smallest one commensurate with ``qpoints`` is
-    chosen; if none within ``max_atoms`` is, commensurability is dropped.
+    Candidates are diagonal multiples of the cell and of its standard conventional cell,
+    and the integer matrices closest to simple-, face- and body-centred cubic shapes of
+    each size (Hart-Forcade style rounding of :math:`s T L^{-1}`), the same doubled. Among
+    those whose periodic images are at least ``min_length`` apart, the smallest one that
+    is commensurate with ``qpoints`` and keeps the crystal's point group
+    (:func:`keeps_point_group`) is chosen; failing that, the smallest commensurate one,
+    then the smallest that keeps the point group, then the smallest.
 
     Parameters
     ----------
@@ -342,6 +424,8 @@ def choose_supercell_matrix(
     qpoints : ndarray, shape (n, 3), optional
         q-points (fractional) the supercell should contain; by default the
         zone-boundary high-symmetry points (:func:`zone_boundary_qpoints`).
+    symprec : float
+        Symmetry tolerance, Å.
 
     Returns
     -------
@@ -353,31 +437,42 @@ def choose_supercell_matrix(
     if qpoints is None:
         qpoints = zone_boundary_qpoints(structure)
     qpoints = np.asarray(qpoints, dtype=float).reshape(-1, 3)
-    widths = structure.volume / np.linalg.norm(
-        np.cross(np.roll(lattice, -1, 0), np.roll(lattice, -2, 0)), axis=1
-    )
-    diagonal = np.ceil(min_length / widths - 1e-8).astype(int)
-    candidates = [np.diag(diagonal), np.diag(diagonal + diagonal % 2)]
-    candidates += list(_candidates(lattice, structure.volume, max_atoms // len(structure)))
+    rotations = lattice_rotations(structure, symprec)
+    max_cells = max_atoms // len(structure)
 
-    best: dict[bool, NDArray[np.int_]] = {}
-    for matrix in candidates:
+    best: dict[tuple[bool, bool], tuple[int, NDArray[np.int_]]] = {}
+    for matrix in _candidates(structure, min_length, max_cells, symprec):
         size = round(np.linalg.det(matrix))
-        if size * len(structure) > max_atoms:
+        if not 0 < size <= max_cells:
             continue
         products = qpoints @ matrix.T
         commensurate = bool(np.all(np.abs(products - np.rint(products)) < 1e-6))
-        if commensurate in best and size >= round(np.linalg.det(best[commensurate])):
+        kind = (commensurate, keeps_point_group(matrix, rotations))
+        if kind in best and size >= best[kind][0]:
             continue
         if image_distance(matrix @ lattice) >= min_length - 1e-6:
-            best[commensurate] = matrix
-    if not best:
-        raise StructureError(
-            f"a supercell of {structure.composition.reduced_formula} with periodic images "
-            f"{min_length} Å apart needs more than {max_atoms} atoms"
-        )
-    chosen = best.get(True, best.get(False))
-    return chosen.T  # rows multiply the lattice above; phonopy wants columns
+            best[kind] = (size, matrix)
+    if (True, True) in best and best.get((True, False), best[True, True])[0] < best[True, True][0]:
+        # keeping the symmetry costs size: search every sublattice between the smallest
+        # possible (a lattice whose shortest vector is L has a volume >= L^3 / sqrt(2))
+        # and the one found
+        smallest = max(1, int(np.ceil(min_length**3 / np.sqrt(2) / structure.volume - 1e-8)))
+        for n_cells in range(smallest, best[True, True][0]):
+            found = [
+                matrix
+                for matrix in _symmetric_commensurate(n_cells, rotations, qpoints)
+                if image_distance(matrix @ lattice) >= min_length - 1e-6
+            ]
+            if found:
+                best[True, True] = (n_cells, found[0])
+                break
+    for kind in ((True, True), (True, False), (False, True), (False, False)):
+        if kind in best:
+            return best[kind][1].T  # rows multiply the lattice above; phonopy wants columns
+    raise StructureError(
+        f"a supercell of {structure.composition.reduced_formula} with periodic images "
+        f"{min_length} Å apart needs more than {max_atoms} atoms"
+    )
 
 
 #: Periodic images closer than this (Å) leave too few commensurate q-points for a

@@ -589,7 +589,8 @@ def add_sscha_options(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=10.0,
         metavar="ANGSTROM",
-        help="choose a near-cubic supercell whose periodic images are this far apart (default 10)",
+        help="choose the smallest supercell that keeps the point group and whose periodic "
+        "images are this far apart (default 10)",
     )
     parser.add_argument(
         "--no-relax", action="store_true", help="keep the given geometry (e.g. DFT-relaxed)"
