@@ -310,8 +310,19 @@ def lattice_rotations(structure: Structure, symprec: float = 1e-3) -> NDArray[np
 
     They act on fractional coordinates: ``x -> R x + t``.
     """
-    dataset = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_dataset()
-    return np.unique(np.asarray(dataset.rotations, dtype=int), axis=0)
+    return _rotations(SpacegroupAnalyzer(structure, symprec=symprec))
+
+
+def _rotations(analyzer: SpacegroupAnalyzer) -> NDArray[np.int_]:
+    rotations = analyzer.get_symmetry_dataset().rotations
+    return np.unique(np.asarray(rotations, dtype=int), axis=0)
+
+
+def _keep_point_group(matrices: NDArray[np.int_], rotations: NDArray[np.int_]) -> NDArray[np.bool_]:
+    """:func:`keeps_point_group` of each of ``matrices`` ``(k, 3, 3)``, ``(k,)``."""
+    columns = np.asarray(matrices, dtype=float).transpose(0, 2, 1)
+    conjugated = np.linalg.inv(columns)[:, None] @ rotations[None] @ columns[:, None]
+    return np.all(np.abs(conjugated - np.rint(conjugated)) < 1e-6, axis=(1, 2, 3))
 
 
 def keeps_point_group(matrix: NDArray[np.int_], rotations: NDArray[np.int_]) -> bool:
@@ -325,9 +336,7 @@ def keeps_point_group(matrix: NDArray[np.int_], rotations: NDArray[np.int_]) -> 
     degeneracies the lost operations impose (phonopy warns that the point groups of
     supercell and primitive cell differ).
     """
-    columns = np.asarray(matrix, dtype=float).T
-    conjugated = np.linalg.inv(columns) @ rotations @ columns
-    return bool(np.allclose(conjugated, np.rint(conjugated), atol=1e-6))
+    return bool(_keep_point_group(np.asarray(matrix)[None], rotations)[0])
 
 
 def _hermite_normal_forms(n_cells: int) -> NDArray[np.int_]:
@@ -356,29 +365,30 @@ def _symmetric_commensurate(
     forms = _hermite_normal_forms(n_cells)
     products = np.einsum("qj,kij->kqi", qpoints, forms)
     forms = forms[np.all(np.abs(products - np.rint(products)) < 1e-6, axis=(1, 2))]
-    columns = forms.transpose(0, 2, 1).astype(float)
-    conjugated = np.linalg.inv(columns)[:, None] @ rotations[None] @ columns[:, None]
-    return forms[np.all(np.abs(conjugated - np.rint(conjugated)) < 1e-6, axis=(1, 2, 3))]
+    return forms[_keep_point_group(forms, rotations)] if len(forms) else forms
 
 
-def _conventional_transformation(structure: Structure, symprec: float) -> NDArray[np.int_]:
-    """Rows of the standard conventional cell in units of the lattice vectors of
-    ``structure`` (a standard primitive cell); the identity if it is not an integer matrix."""
-    conventional = SpacegroupAnalyzer(structure, symprec=symprec)
-    lattice = conventional.get_conventional_standard_structure().lattice.matrix
-    transformation = lattice @ np.linalg.inv(structure.lattice.matrix)
+def _conventional_transformation(
+    analyzer: SpacegroupAnalyzer, lattice: NDArray[np.float64]
+) -> NDArray[np.int_]:
+    """Rows of the standard conventional cell in units of ``lattice``, the lattice vectors
+    of the analysed cell (a standard primitive cell); the identity if not an integer matrix."""
+    conventional = analyzer.get_conventional_standard_structure().lattice.matrix
+    transformation = conventional @ np.linalg.inv(lattice)
     if np.abs(transformation - np.rint(transformation)).max() > 1e-3:
         return np.eye(3, dtype=int)
     transformation = np.rint(transformation).astype(int)
     return transformation if round(np.linalg.det(transformation)) > 0 else -transformation
 
 
-def _candidates(structure: Structure, min_length: float, max_cells: int, symprec: float):
+def _candidates(
+    structure: Structure, min_length: float, max_cells: int, analyzer: SpacegroupAnalyzer
+):
     """Integer matrices (rows multiply the lattice of ``structure``): diagonal multiples of
     the cell and of its conventional cell up to images ``min_length`` apart in every
     direction (and one more), and the matrices closest to cubic shapes of each size."""
     lattice, volume = structure.lattice.matrix, structure.volume
-    for base in (np.eye(3, dtype=int), _conventional_transformation(structure, symprec)):
+    for base in (np.eye(3, dtype=int), _conventional_transformation(analyzer, lattice)):
         vectors = base @ lattice
         widths = abs(np.linalg.det(vectors)) / np.linalg.norm(
             np.cross(np.roll(vectors, -1, 0), np.roll(vectors, -2, 0)), axis=1
@@ -437,11 +447,12 @@ def choose_supercell_matrix(
     if qpoints is None:
         qpoints = zone_boundary_qpoints(structure)
     qpoints = np.asarray(qpoints, dtype=float).reshape(-1, 3)
-    rotations = lattice_rotations(structure, symprec)
+    analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
+    rotations = _rotations(analyzer)
     max_cells = max_atoms // len(structure)
 
     best: dict[tuple[bool, bool], tuple[int, NDArray[np.int_]]] = {}
-    for matrix in _candidates(structure, min_length, max_cells, symprec):
+    for matrix in _candidates(structure, min_length, max_cells, analyzer):
         size = round(np.linalg.det(matrix))
         if not 0 < size <= max_cells:
             continue
