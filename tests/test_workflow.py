@@ -19,9 +19,11 @@ from tdphonon.jobs.sscha import HarmonicReference
 from tdphonon.potentials import PotentialSpec, UnsupportedElementError
 from tdphonon.schemas import (
     HarmonicPhononDoc,
+    PackedArray,
     SSCHAContinuation,
     SSCHAIterationDoc,
     SSCHATemperatureDoc,
+    as_array,
 )
 from tdphonon.stores import embedded_store, get_store, run_flow
 from tdphonon.structures import StructureError, make_phonopy
@@ -196,13 +198,35 @@ def test_every_iteration_is_stored_with_its_arrays(al_run):
                     {"uuid": chain.uuid, "index": number}, properties=["output"], load=False
                 )
                 path = blob["output"] if number < len(stored) else blob["output"]["final_iteration"]
-                assert set(path["population"]["displacements"]) >= {"blob_uuid", "store"}
+                reference = path["population"]["displacements"]
+                assert set(reference) >= {"blob_uuid", "store"}
+                # the data store holds it packed (PackedArray), the same numbers
+                (stored_blob,) = store.additional_stores["data"].query(
+                    {"blob_uuid": reference["blob_uuid"]}
+                )
+                assert stored_blob["data"]["@class"] == "PackedArray"
+                np.testing.assert_array_equal(
+                    as_array(stored_blob["data"]), population.displacements
+                )
             else:
                 assert iteration.population is None
         assert (
             drawn == stored[-1]["output"]["final_iteration"]["continuation"]["n_populations_drawn"]
         )
     assert_documents_fit(store)
+
+
+def test_packed_arrays_round_trip():
+    """A packed array comes back bit for bit through JSON, monty's decoder (what jobflow's
+    references use) and as_array; lists still read; an unloaded blob reference is refused."""
+    array = np.random.default_rng(0).normal(size=(3, 4, 3)) * 1e-300
+    packed = json.loads(json.dumps(PackedArray.pack(array)))
+    for back in (MontyDecoder().process_decoded(packed), as_array(packed)):
+        assert back.dtype == np.float64 and back.flags.writeable
+        np.testing.assert_array_equal(back, array)
+    np.testing.assert_array_equal(as_array(array.tolist()), array)
+    with pytest.raises(ValueError, match="load=True"):
+        as_array({"blob_uuid": "x", "store": "data"})
 
 
 def test_warm_start(al_run):
